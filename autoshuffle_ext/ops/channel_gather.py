@@ -1,0 +1,254 @@
+"""`channel_gather`: an exact channel permutation, `out[:, c] = x[:, perm[c]]`.
+
+The op `torch.ops.autoshuffle_ext.channel_gather` (and its `.out` overload) is implemented in
+C++: CPU and CUDA kernels and the autograd formula (the gradient of a gather is the gather by the
+inverse permutation) live in `csrc/`. This file gives the op its fake kernels, for
+`torch.compile` and `torch.export`, the checked Python entry point, and, when the compiled library
+is missing, an ATen fallback of the same schemas with the same autograd formula in Python.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch._prims_common import suggest_memory_format
+
+from .._extension import extension_available
+
+__all__ = [
+    "channel_gather",
+    "check_permutation",
+    "fixed_shuffle_perm",
+    "gather_memory_format",
+    "inverse_permutation",
+]
+
+
+def gather_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of `channel_gather(x, perm)`'s output.
+
+    x's own format when x is dense in it (contiguous first), else the format its strides are
+    closest to. Mirrors `gather_memory_format` in csrc/channel_gather.h: the fake kernel must
+    produce exactly the strides of the real one.
+    """
+    if x.is_contiguous():
+        return torch.contiguous_format
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return torch.channels_last_3d
+    return suggest_memory_format(x)
+
+
+def inverse_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """The permutation `inv` with `inv[perm[i]] = i` (1-D, perm's dtype and device)."""
+    return torch.empty_like(perm).scatter_(
+        0, perm, torch.arange(perm.numel(), device=perm.device, dtype=perm.dtype)
+    )
+
+
+def _check_args(x: torch.Tensor, perm: torch.Tensor) -> None:
+    """The op's argument checks, with the C++ kernels' messages and exception types.
+
+    Plain raises on metadata: eager, the fake kernels and Dynamo (which evaluates them while
+    tracing) all run them.
+    """
+    if x.dim() < 2:
+        raise ValueError(
+            "channel_gather: x must have at least 2 dims (N, C, ...), got "
+            f"{x.dim()} dims with shape {tuple(x.shape)}"
+        )
+    if perm.dim() != 1:
+        raise ValueError(
+            f"channel_gather: perm must be 1-D, got {perm.dim()} dims with shape "
+            f"{tuple(perm.shape)}"
+        )
+    if perm.dtype != torch.int64:
+        raise TypeError(
+            f"channel_gather: perm must have dtype int64 (torch.long), got {perm.dtype}"
+        )
+    if perm.device != x.device:
+        raise ValueError(
+            f"channel_gather: perm must be on x's device {x.device}, got {perm.device}"
+        )
+    if perm.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"channel_gather: perm must have length C = x.size(1) = {x.shape[1]}, "
+            f"got {perm.shape[0]}"
+        )
+
+
+def _check_out(x: torch.Tensor, out: torch.Tensor) -> None:
+    if out.shape != x.shape:
+        raise ValueError(
+            f"channel_gather: out must have x's shape {tuple(x.shape)}, got {tuple(out.shape)}"
+        )
+    if out.dtype != x.dtype:
+        raise TypeError(f"channel_gather: out must have x's dtype {x.dtype}, got {out.dtype}")
+    if out.device != x.device:
+        raise ValueError(f"channel_gather: out must be on x's device {x.device}, got {out.device}")
+
+
+if not extension_available():
+    # Same schemas, ATen implementation; a FRAGMENT so other ops may share the namespace.
+    _FALLBACK = torch.library.Library("autoshuffle_ext", "FRAGMENT")
+    _TAGS = (torch.Tag.needs_fixed_stride_order, torch.Tag.pt2_compliant_tag)
+    _FALLBACK.define("channel_gather(Tensor x, Tensor perm) -> Tensor", tags=_TAGS)
+    _FALLBACK.define(
+        "channel_gather.out(Tensor x, Tensor perm, *, Tensor(a!) out) -> ()", tags=_TAGS
+    )
+
+    def _fallback(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        _check_args(x, perm)
+        if perm.numel() and not bool(((perm >= 0) & (perm < x.shape[1])).all()):
+            raise IndexError(
+                f"channel_gather: perm entries must lie in [0, {x.shape[1]}) (C = x.size(1))"
+            )
+        return _empty_like_gather(x).copy_(x.index_select(1, perm))
+
+    def _fallback_out(x: torch.Tensor, perm: torch.Tensor, *, out: torch.Tensor) -> None:
+        _check_out(x, out)
+        out.copy_(_fallback(x, perm))
+
+    _FALLBACK.impl("channel_gather", _fallback, "CompositeExplicitAutograd")
+    _FALLBACK.impl("channel_gather.out", _fallback_out, "CompositeExplicitAutograd")
+
+    def _setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[1])
+
+    def _backward(ctx, grad: torch.Tensor):
+        (perm,) = ctx.saved_tensors
+        return torch.ops.autoshuffle_ext.channel_gather.default(
+            grad, inverse_permutation(perm)
+        ), None
+
+    torch.library.register_autograd(
+        "autoshuffle_ext::channel_gather", _backward, setup_context=_setup_context
+    )
+
+_op = torch.ops.autoshuffle_ext.channel_gather
+
+
+def _empty_like_gather(x: torch.Tensor) -> torch.Tensor:
+    # torch.empty(memory_format=...) gives the strides at::empty does, also where the layout is
+    # ambiguous (C == 1, H == W == 1), which `.contiguous(memory_format)` would not.
+    return torch.empty(
+        x.shape, dtype=x.dtype, device=x.device, memory_format=gather_memory_format(x)
+    )
+
+
+@torch.library.register_fake("autoshuffle_ext::channel_gather")
+def _(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    _check_args(x, perm)
+    return _empty_like_gather(x)
+
+
+@torch.library.register_fake("autoshuffle_ext::channel_gather.out")
+def _(x: torch.Tensor, perm: torch.Tensor, *, out: torch.Tensor) -> None:
+    _check_args(x, perm)
+    _check_out(x, out)
+
+
+def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "perm") -> None:
+    """Raises unless `perm` is a 1-D int64 tensor holding a permutation of 0..num_channels-1.
+
+    Raises:
+        TypeError: perm is not a tensor, or not int64.
+        ValueError: wrong number of dims or length, or repeated / out-of-range entries.
+    """
+    if not isinstance(perm, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(perm).__name__}")
+    if perm.dtype != torch.int64:
+        raise TypeError(f"{name} must have dtype int64 (torch.long), got {perm.dtype}")
+    if perm.dim() != 1:
+        raise ValueError(
+            f"{name} must be 1-D, got {perm.dim()} dims with shape {tuple(perm.shape)}"
+        )
+    if perm.numel() != num_channels:
+        raise ValueError(f"{name} must have length {num_channels}, got {perm.numel()}")
+    if num_channels and not torch.equal(
+        torch.sort(perm).values, torch.arange(num_channels, device=perm.device)
+    ):
+        shown = perm.tolist() if num_channels <= 32 else "repeated or out-of-range entries"
+        raise ValueError(
+            f"{name} must be a permutation of 0..{num_channels - 1} (each index exactly once), "
+            f"got {shown}"
+        )
+
+
+def channel_gather(
+    x: torch.Tensor,
+    perm: torch.Tensor,
+    *,
+    validate: bool = True,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Permutes the channels (dim 1) of `x`: `out[:, c, ...] = x[:, perm[c], ...]`.
+
+    Args:
+        x: tensor of shape [N, C, ...] (at least 2 dims), any dtype, contiguous, channels_last,
+            channels_last_3d or strided. The result is dense in x's memory format (see
+            `gather_memory_format`).
+        perm: 1-D int64 tensor of length C on x's device, a permutation of 0..C-1.
+        validate: check that perm's entries are a permutation (a sort, and a host sync on CUDA;
+            skipped while `torch.compile` traces). Pass False in hot loops: the op still
+            range-checks every entry (CPU: IndexError; CUDA: device-side assert), so it never reads
+            out of bounds; repeated entries then simply copy a channel twice.
+        out: optional destination with x's shape, dtype and device, any layout, sharing no memory
+            with x or perm; returned. Not differentiable.
+
+    Returns:
+        The permuted tensor (or `out`). Differentiable in x: the gradient is the gather by the
+        inverse permutation.
+
+    Raises:
+        TypeError: x or perm is not a tensor; perm is not int64; out has another dtype.
+        ValueError: x has fewer than 2 dims; perm is not 1-D, has a length other than C or is on
+            another device; with validate, perm is not a permutation; out has another shape or
+            device, or overlaps x or perm.
+        IndexError: (validate=False) an entry of perm lies outside [0, C).
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"channel_gather: x must be a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(perm, torch.Tensor):
+        raise TypeError(f"channel_gather: perm must be a torch.Tensor, got {type(perm).__name__}")
+    _check_args(x, perm)
+    if validate and not torch.compiler.is_compiling():
+        check_permutation(perm, x.shape[1])
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"channel_gather: out must be a torch.Tensor, got {type(out).__name__}")
+        _check_out(x, out)
+        _op.out(x, perm, out=out)
+        return out
+    return _op.default(x, perm)
+
+
+def fixed_shuffle_perm(
+    num_channels: int, groups: int, *, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """ShuffleNet's channel shuffle as a perm: `perm[i * groups + j] = j * (C // groups) + i`.
+
+    `channel_gather(x, fixed_shuffle_perm(C, g))` equals `F.channel_shuffle(x, g)`.
+
+    Returns:
+        1-D int64 tensor of length num_channels on `device`.
+
+    Raises:
+        ValueError: groups < 1, num_channels < 0, or num_channels not divisible by groups.
+    """
+    if groups < 1:
+        raise ValueError(f"groups must be >= 1, got {groups}")
+    if num_channels < 0:
+        raise ValueError(f"num_channels must be >= 0, got {num_channels}")
+    if num_channels % groups:
+        raise ValueError(
+            f"num_channels must be divisible by groups, got num_channels={num_channels}, "
+            f"groups={groups}"
+        )
+    per_group = num_channels // groups
+    return (
+        torch.arange(num_channels, device=device, dtype=torch.int64)
+        .view(groups, per_group)
+        .t()
+        .reshape(-1)
+    )

@@ -1,0 +1,24 @@
+// Per-pixel channel gather for channels_last tensors: dst[p, ch] = src[p, perm[ch]].
+#pragma once
+
+#include <cstdint>
+
+namespace autoshuffle_ext::cpu {
+
+// The instruction set the pixel gather uses: the best one the CPU supports, capped by ATen's own
+// choice, so ATEN_CPU_CAPABILITY=default / avx2 forces (and tests) the narrower paths.
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+Isa pixel_gather_isa();
+const char* isa_name(Isa isa);
+
+// Gathers pixels [begin, end) of a dense [pixels, c] array of `element_size`-byte elements.
+// `perm` (int64) and `perm32` (the same entries as int32) must hold entries in [0, c): the caller
+// range-checks them. `last_pixel` is the index of the array's final pixel; the SIMD paths for 1- and
+// 2-byte elements read a few bytes past each gathered element, so they leave that pixel to scalar
+// code and never touch memory outside the array.
+void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
+                   int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
+                   int64_t element_size, Isa isa);
+
+}  // namespace autoshuffle_ext::cpu

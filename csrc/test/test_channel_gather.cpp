@@ -1,0 +1,163 @@
+// C++ (libtorch) test of channel_gather, run by ctest: the op is found through the dispatcher, as a
+// C++ user would, and compared exactly with index_select on random inputs.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  }
+}
+
+// Expects `fn` to throw an exception of type E whose message contains `part`.
+template <typename E>
+void expect_throws(const std::function<void()>& fn, const std::string& part,
+                   const std::string& what) {
+  try {
+    fn();
+  } catch (const E& e) {
+    expect(std::string(e.what()).find(part) != std::string::npos,
+           what + ": message lacks '" + part + "': " + e.what());
+    return;
+  } catch (const std::exception& e) {
+    expect(false, what + ": wrong exception type: " + e.what());
+    return;
+  }
+  expect(false, what + ": did not throw");
+}
+
+using GatherFn = at::Tensor(const at::Tensor&, const at::Tensor&);
+using GatherOutFn = void(const at::Tensor&, const at::Tensor&, at::Tensor&);
+
+auto gather_op() {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("autoshuffle_ext::channel_gather", "")
+      .typed<GatherFn>();
+}
+
+auto gather_out_op() {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("autoshuffle_ext::channel_gather", "out")
+      .typed<GatherOutFn>();
+}
+
+at::Tensor random_tensor(at::IntArrayRef shape, at::ScalarType dtype) {
+  if (dtype == at::kBool) return at::randint(0, 2, shape).to(at::kBool);
+  if (at::isIntegralType(dtype, /*includeBool=*/false)) {
+    return at::randint(dtype == at::kByte ? 0 : -100, 100, shape).to(dtype);
+  }
+  return at::randn(shape).to(dtype);
+}
+
+std::string describe(const at::Tensor& x) {
+  std::string s = std::string(c10::toString(x.scalar_type())) + " shape [";
+  for (auto d : x.sizes()) s += std::to_string(d) + ",";
+  s += "] strides [";
+  for (auto d : x.strides()) s += std::to_string(d) + ",";
+  return s + "]";
+}
+
+void check_gather(const at::Tensor& x, at::MemoryFormat expected_format) {
+  const auto op = gather_op();
+  const at::Tensor perm = at::randperm(x.size(1), at::kLong);
+  const at::Tensor y = op.call(x, perm);
+  expect(at::equal(y, x.index_select(1, perm)), "values of " + describe(x));
+  expect(y.is_contiguous(expected_format), "memory format of the result for " + describe(x));
+  // out= into a fresh tensor of each layout.
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  gather_out_op().call(x, perm, out);
+  expect(at::equal(out, y), "out= (contiguous) for " + describe(x));
+  if (x.dim() == 4) {
+    at::Tensor out_cl = at::empty_like(x, at::MemoryFormat::ChannelsLast);
+    gather_out_op().call(x, perm, out_cl);
+    expect(at::equal(out_cl, y), "out= (channels_last) for " + describe(x));
+  }
+}
+
+void test_values() {
+  const std::vector<at::ScalarType> dtypes = {at::kFloat, at::kDouble, at::kHalf,  at::kBFloat16,
+                                              at::kByte,  at::kChar,   at::kShort, at::kInt,
+                                              at::kLong,  at::kBool,   at::kComplexDouble};
+  const std::vector<std::vector<int64_t>> shapes4 = {
+      {2, 116, 7, 5}, {3, 1, 4, 4}, {0, 8, 3, 3}, {1, 33, 1, 1}, {5, 17, 3, 2}, {2, 240, 4, 4}};
+  for (auto dtype : dtypes) {
+    for (const auto& shape : shapes4) {
+      const at::Tensor x = random_tensor(shape, dtype);
+      check_gather(x, at::MemoryFormat::Contiguous);
+      const at::Tensor cl = x.contiguous(at::MemoryFormat::ChannelsLast);
+      check_gather(cl, cl.is_contiguous() ? at::MemoryFormat::Contiguous
+                                          : at::MemoryFormat::ChannelsLast);
+      // A strided view: every other column.
+      check_gather(random_tensor({shape[0], shape[1], 4, 6}, dtype).slice(3, 0, 6, 2),
+                   at::MemoryFormat::Contiguous);
+    }
+    check_gather(random_tensor({7, 13}, dtype), at::MemoryFormat::Contiguous);
+    check_gather(random_tensor({4, 9, 11}, dtype), at::MemoryFormat::Contiguous);
+    check_gather(random_tensor({2, 19, 3, 4, 5}, dtype), at::MemoryFormat::Contiguous);
+    check_gather(
+        random_tensor({2, 19, 3, 4, 5}, dtype).contiguous(at::MemoryFormat::ChannelsLast3d),
+        at::MemoryFormat::ChannelsLast3d);
+  }
+}
+
+void test_errors() {
+  const auto op = gather_op();
+  const at::Tensor x = at::randn({2, 4, 3, 3});
+  expect_throws<c10::IndexError>([&] { op.call(x, at::tensor({0, 1, 2, 4}, at::kLong)); },
+                                 "perm entries must lie in [0, 4)", "entry too large");
+  expect_throws<c10::IndexError>([&] { op.call(x, at::tensor({0, -1, 2, 3}, at::kLong)); },
+                                 "perm[1] = -1", "negative entry");
+  expect_throws<c10::ValueError>([&] { op.call(x, at::arange(3, at::kLong)); },
+                                 "perm must have length C = x.size(1) = 4, got 3", "wrong length");
+  expect_throws<c10::TypeError>([&] { op.call(x, at::arange(4, at::kInt)); },
+                                "perm must have dtype int64", "wrong dtype");
+  expect_throws<c10::ValueError>([&] { op.call(x, at::arange(4, at::kLong).view({2, 2})); },
+                                 "perm must be 1-D", "2-D perm");
+  expect_throws<c10::ValueError>([&] { op.call(at::randn({4}), at::arange(4, at::kLong)); },
+                                 "x must have at least 2 dims", "1-D x");
+  at::Tensor same = x.clone();
+  expect_throws<c10::ValueError>(
+      [&] { gather_out_op().call(same, at::arange(4, at::kLong), same); },
+      "out must not share memory with x", "out aliasing x");
+  at::Tensor small = at::empty({2, 4, 3, 2});
+  expect_throws<c10::ValueError>(
+      [&] { gather_out_op().call(x, at::arange(4, at::kLong), small); },
+      "out must have x's shape", "out of the wrong shape");
+}
+
+void test_autograd() {
+  const at::Tensor x = at::randn({3, 6, 2, 2}, at::kDouble).requires_grad_(true);
+  const at::Tensor perm = at::randperm(6, at::kLong);
+  const at::Tensor w = at::randn({3, 6, 2, 2}, at::kDouble);
+  const at::Tensor y = gather_op().call(x, perm);
+  torch::autograd::backward({(y * w).sum()});
+  // d/dx sum(w * x[:, perm]) places w[:, c] at channel perm[c].
+  expect(at::equal(x.grad().index_select(1, perm), w), "gradient is the inverse gather");
+}
+
+}  // namespace
+
+int main() {
+  at::manual_seed(0);
+  test_values();
+  test_errors();
+  test_autograd();
+  if (failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  std::printf("channel_gather: all C++ checks passed (cpu capability %s)\n",
+              at::get_cpu_capability().c_str());
+  return 0;
+}

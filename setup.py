@@ -1,0 +1,47 @@
+"""Builds autoshuffle_ext._C: the C++ ops (CPU) plus their CUDA kernels when torch has CUDA."""
+
+import glob
+import os
+
+import torch
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def extensions():
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    # OpenMP: without it at::parallel_for runs every loop on one thread.
+    cxx = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
+    link = ["-fopenmp"]
+    with_cuda = torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1"
+    with_cuda = with_cuda and torch.version.cuda is not None and CUDA_HOME is not None
+    if with_cuda:
+        sources += sorted(glob.glob("csrc/cuda/*.cu"))
+        return [
+            CUDAExtension(
+                "autoshuffle_ext._C",
+                sources,
+                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math"]},
+                extra_link_args=link,
+                py_limited_api=True,
+            )
+        ]
+    return [
+        CppExtension(
+            "autoshuffle_ext._C",
+            sources,
+            extra_compile_args={"cxx": cxx},
+            extra_link_args=link,
+            py_limited_api=True,
+        )
+    ]
+
+
+setup(
+    # The Triton kernels live at the top level (kernels/) and install as autoshuffle_ext.kernels.
+    packages=[*find_packages(include=["autoshuffle_ext*"]), "autoshuffle_ext.kernels"],
+    package_dir={"autoshuffle_ext.kernels": "kernels"},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
+)
