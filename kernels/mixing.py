@@ -1,0 +1,398 @@
+"""Triton kernels of `shuffle_mix`: y = M x over channels, fused with the l1-l2 penalty of M.
+
+Every tensor is addressed as [N, C, P] (batch, channel, pixel) through its strides, so contiguous
+(NCHW) and channels-last inputs take the same kernels with no copy; when the batch and pixel dims
+merge (channels-last, or one image) the launcher folds them into one pixel dim so that no tile is
+wasted on a small H*W. Offsets are 64-bit: tensors may exceed 2**31 elements.
+
+Forward, one launch with two kinds of programs: the first `num_rb` programs run the penalty
+forward of `penalty.py` on M (norms + value, the last one finishing), the others each compute a
+[BLOCK_M, BLOCK_Q] tile of y = M x with a K loop over the input channels (tl.dot, fp32 acc).
+
+Backward, one launch, again two kinds of programs:
+* dM programs: a [BLOCK_D, BLOCK_D] tile of dM = sum over (n, p) of dY X^T, split-K over the
+  N * P pixels. Each split stores its fp32 partial tile; the last split of a tile (counter,
+  acq_rel) sums the partials in split order (deterministic), adds g * dP/dM from the saved norms
+  (the penalty epilogue) and stores dM in M's dtype. dY and X are each read once here.
+* dX programs: tiles of dX = M^T dY, the forward tile with M's strides swapped.
+
+dtypes: the product runs in x's dtype (M is cast to it) with fp32 accumulation; fp32 inputs use
+TF32 only when torch.get_float32_matmul_precision() allows it, like torch.matmul.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .penalty import norm_blocks, penalty_grad_tile, penalty_program, penalty_workspace
+
+__all__ = ["shuffle_mix_backward", "shuffle_mix_forward"]
+
+
+@triton.jit
+def mix_tile(
+    pid,
+    a_ptr,
+    sa_r,
+    sa_c,
+    x_ptr,
+    sx_n,
+    sx_c,
+    sx_p,
+    y_ptr,
+    sy_n,
+    sy_c,
+    sy_p,
+    C,
+    P,
+    BLOCK_M: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Tile `pid` of y[n, i, p] = sum_k A[i, k] x[n, k, p]; pid -> (row block, pixel block, n),
+    row blocks fastest so that the programs sharing an x tile run together (L2 reuse)."""
+    num_m = tl.cdiv(C, BLOCK_M)
+    num_pb = tl.cdiv(P, BLOCK_Q)
+    pid_m = pid % num_m
+    pid_p = (pid // num_m) % num_pb
+    n = (pid // (num_m * num_pb)).to(tl.int64)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    pix = pid_p.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    row_ok = rows < C
+    pix_ok = pix < P
+    x_base = x_ptr + n * sx_n + pix[None, :] * sx_p
+    acc = tl.zeros((BLOCK_M, BLOCK_Q), dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        k_ok = ks < C
+        a = tl.load(
+            a_ptr + rows[:, None] * sa_r + ks[None, :] * sa_c,
+            mask=row_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        xt = tl.load(
+            x_base + ks[:, None].to(tl.int64) * sx_c,
+            mask=k_ok[:, None] & pix_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a.to(xt.dtype), xt, acc, input_precision=PRECISION)
+    y_ptrs = y_ptr + n * sy_n + rows[:, None].to(tl.int64) * sy_c + pix[None, :] * sy_p
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & pix_ok[None, :])
+
+
+@triton.jit
+def dm_epilogue(
+    acc,
+    ri,
+    rj,
+    C,
+    m_ptr,
+    sm_r,
+    sm_c,
+    dm_ptr,
+    grad_p_ptr,
+    row_norm_ptr,
+    col_norm_ptr,
+    HAS_GRAD_P: tl.constexpr,
+):
+    """dM[ri, rj] = acc (+ g * dP/dM[ri, rj] from the saved norms), stored in dM's dtype."""
+    i_ok = ri < C
+    j_ok = rj < C
+    mask = i_ok[:, None] & j_ok[None, :]
+    if HAS_GRAD_P:
+        m = tl.load(m_ptr + ri[:, None] * sm_r + rj[None, :] * sm_c, mask=mask, other=0.0)
+        r = tl.load(row_norm_ptr + ri, mask=i_ok, other=0.0)
+        c = tl.load(col_norm_ptr + rj, mask=j_ok, other=0.0)
+        g = tl.load(grad_p_ptr).to(tl.float32)
+        acc += g * penalty_grad_tile(m.to(tl.float32), r.to(tl.float32), c.to(tl.float32))
+    dm_ptrs = dm_ptr + ri[:, None].to(tl.int64) * C + rj[None, :]
+    tl.store(dm_ptrs, acc.to(dm_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def dm_tile(
+    pid,
+    dy_ptr,
+    sd_n,
+    sd_c,
+    sd_p,
+    x_ptr,
+    sx_n,
+    sx_c,
+    sx_p,
+    m_ptr,
+    sm_r,
+    sm_c,
+    dm_ptr,
+    grad_p_ptr,
+    row_norm_ptr,
+    col_norm_ptr,
+    ws_ptr,
+    counter_ptr,
+    C,
+    N,
+    P,
+    num_splits,
+    SPLIT: tl.constexpr,
+    HAS_GRAD_P: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Split `pid // tiles` of dM tile `pid % tiles`: its share of the (n, pixel block) steps."""
+    num_d = tl.cdiv(C, BLOCK_D)
+    tiles = num_d * num_d
+    tile = pid % tiles
+    split = pid // tiles
+    ri = (tile // num_d) * BLOCK_D + tl.arange(0, BLOCK_D)
+    rj = (tile % num_d) * BLOCK_D + tl.arange(0, BLOCK_D)
+    i_ok = ri < C
+    j_ok = rj < C
+    num_pb = tl.cdiv(P, BLOCK_Q)
+    steps = N * num_pb
+    per_split = tl.cdiv(steps, num_splits)
+    acc = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
+    for t in range(split * per_split, tl.minimum(steps, (split + 1) * per_split)):
+        n = (t // num_pb).to(tl.int64)
+        pix = (t % num_pb).to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        pix_ok = pix < P
+        d = tl.load(
+            dy_ptr + n * sd_n + ri[:, None].to(tl.int64) * sd_c + pix[None, :] * sd_p,
+            mask=i_ok[:, None] & pix_ok[None, :],
+            other=0.0,
+        )
+        xt = tl.load(
+            x_ptr + n * sx_n + rj[None, :].to(tl.int64) * sx_c + pix[:, None] * sx_p,
+            mask=pix_ok[:, None] & j_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(d, xt, acc, input_precision=PRECISION)
+    if SPLIT:
+        offs = tl.arange(0, BLOCK_D)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
+        tile_ws = ws_ptr + tile.to(tl.int64) * BLOCK_D * BLOCK_D
+        split_stride = tiles.to(tl.int64) * BLOCK_D * BLOCK_D
+        tl.store(tile_ws + split * split_stride + offs, acc)
+        # Every thread's stores must precede the release of the arrival count.
+        tl.debug_barrier()
+        arrived = tl.atomic_add(counter_ptr + tile, 1, sem="acq_rel")
+        if arrived == num_splits - 1:
+            total = tl.zeros((BLOCK_D, BLOCK_D), dtype=tl.float32)
+            for s in range(0, num_splits):  # fixed order: the same bits whoever arrives last
+                total += tl.load(tile_ws + s * split_stride + offs, cache_modifier=".cg")
+            dm_epilogue(total, ri, rj, C, m_ptr, sm_r, sm_c, dm_ptr, grad_p_ptr, row_norm_ptr,
+                        col_norm_ptr, HAS_GRAD_P)  # fmt: skip
+    else:
+        dm_epilogue(acc, ri, rj, C, m_ptr, sm_r, sm_c, dm_ptr, grad_p_ptr, row_norm_ptr,
+                    col_norm_ptr, HAS_GRAD_P)  # fmt: skip
+
+
+@triton.jit
+def _shuffle_mix_fwd_kernel(
+    x_ptr,
+    m_ptr,
+    y_ptr,
+    out_ptr,
+    row_norm_ptr,
+    col_norm_ptr,
+    col_ws_ptr,
+    part_ptr,
+    counter_ptr,
+    C,
+    P,
+    sx_n,
+    sx_c,
+    sx_p,
+    sy_n,
+    sy_c,
+    sy_p,
+    sm_r,
+    sm_c,
+    num_rb,
+    BLOCK_M: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if pid < num_rb:
+        penalty_program(m_ptr, sm_r, sm_c, C, pid, num_rb, out_ptr, row_norm_ptr, col_norm_ptr,
+                        col_ws_ptr, part_ptr, counter_ptr, BLOCK_R, BLOCK_C)  # fmt: skip
+    else:
+        mix_tile(pid - num_rb, m_ptr, sm_r, sm_c, x_ptr, sx_n, sx_c, sx_p, y_ptr, sy_n, sy_c, sy_p,
+                 C, P, BLOCK_M, BLOCK_Q, BLOCK_K, PRECISION)  # fmt: skip
+
+
+@triton.jit
+def _shuffle_mix_bwd_kernel(
+    dy_ptr,
+    x_ptr,
+    m_ptr,
+    dx_ptr,
+    dm_ptr,
+    grad_p_ptr,
+    row_norm_ptr,
+    col_norm_ptr,
+    ws_ptr,
+    counter_ptr,
+    C,
+    N,
+    P,
+    sd_n,
+    sd_c,
+    sd_p,
+    sx_n,
+    sx_c,
+    sx_p,
+    sdx_n,
+    sdx_c,
+    sdx_p,
+    sm_r,
+    sm_c,
+    num_dm,
+    num_splits,
+    SPLIT: tl.constexpr,
+    HAS_GRAD_P: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_Q: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_DQ: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    # dM programs first: they are the long ones (a reduction over pixels).
+    if pid < num_dm:
+        dm_tile(pid, dy_ptr, sd_n, sd_c, sd_p, x_ptr, sx_n, sx_c, sx_p, m_ptr, sm_r, sm_c, dm_ptr,
+                grad_p_ptr, row_norm_ptr, col_norm_ptr, ws_ptr, counter_ptr, C, N, P, num_splits,
+                SPLIT, HAS_GRAD_P, BLOCK_D, BLOCK_DQ, PRECISION)  # fmt: skip
+    else:  # dX = M^T dY: A[i, k] = M[k, i]
+        mix_tile(pid - num_dm, m_ptr, sm_c, sm_r, dy_ptr, sd_n, sd_c, sd_p, dx_ptr, sdx_n, sdx_c,
+                 sdx_p, C, P, BLOCK_M, BLOCK_Q, BLOCK_K, PRECISION)  # fmt: skip
+
+
+# ---- launchers ----
+
+
+def _precision(dtype: torch.dtype) -> str:
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _ncp(tensors: list[torch.Tensor]) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """(N, P, [(s_n, s_c, s_p)]) addressing each [N, C, ...] tensor as [N, C, P]. The tensors must
+    be views of [N, C, P]; when every one has s_n == P * s_p (or N == 1, or P == 1) the batch is
+    folded into the pixels, N = 1."""
+    shape = tensors[0].shape
+    N, C = shape[0], shape[1]
+    P = 1
+    for s in shape[2:]:
+        P *= s
+    views = [t.view(N, C, P) for t in tensors]
+    strides = [v.stride() for v in views]
+    if N == 1 or P == 1 or all(sn == P * sp for sn, _, sp in strides):
+        strides = [(0, sc, sp if P > 1 else sn) for sn, sc, sp in strides]
+        return 1, N * P, strides
+    return N, P, strides
+
+
+def _pixel_view(t: torch.Tensor) -> torch.Tensor:
+    """t itself when its pixel dims merge into one (a view), else a contiguous copy."""
+    try:
+        t.view(t.shape[0], t.shape[1], -1)
+        return t
+    except RuntimeError:
+        return t.contiguous()
+
+
+def _mix_blocks(C: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_Q, BLOCK_K) of the mixing tiles: all of a small C in one row block."""
+    return min(max(triton.next_power_of_2(C), 16), 128), 64, 32
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # the interpreter: a few splits, to exercise the split path
+
+
+def shuffle_mix_forward(
+    x: torch.Tensor,
+    M: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    blocks: tuple[int, int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, P(M), row_norm, col_norm) in one launch; y (preallocated, x's shape and dtype, any
+    layout whose pixels merge) receives M x. `blocks` overrides (BLOCK_M, BLOCK_Q, BLOCK_K)."""
+    x = _pixel_view(x)
+    C = x.shape[1]
+    acc = torch.float64 if M.dtype == torch.float64 else torch.float32
+    out = torch.empty((), device=M.device, dtype=M.dtype)
+    row = torch.empty(C, device=M.device, dtype=acc)
+    col = torch.empty(C, device=M.device, dtype=acc)
+    block_m, block_q, block_k = blocks or _mix_blocks(C)
+    block_r, block_c = norm_blocks(C)
+    num_rb, col_ws, part, counter = penalty_workspace(1, C, M.device, acc)
+    N, P, ((sx_n, sx_c, sx_p), (sy_n, sy_c, sy_p)) = _ncp([x, y])
+    num_mix = triton.cdiv(C, block_m) * triton.cdiv(P, block_q) * N
+    _shuffle_mix_fwd_kernel[(num_rb + num_mix,)](
+        x, M, y, out, row, col, col_ws, part, counter, C, P,
+        sx_n, sx_c, sx_p, sy_n, sy_c, sy_p, *M.stride(), num_rb,
+        BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_R=block_r, BLOCK_C=block_c,
+        PRECISION=_precision(x.dtype),
+    )  # fmt: skip
+    return y, out, row, col
+
+
+def shuffle_mix_backward(
+    dy: torch.Tensor,
+    grad_p: torch.Tensor | None,
+    x: torch.Tensor,
+    M: torch.Tensor,
+    row_norm: torch.Tensor,
+    col_norm: torch.Tensor,
+    dx: torch.Tensor | None,
+    dm: torch.Tensor | None,
+    *,
+    blocks: tuple[int, int, int] | None = None,
+    dm_blocks: tuple[int, int] | None = None,
+    num_splits: int | None = None,
+) -> None:
+    """Fills dx = M^T dy (when given) and dm = sum dy x^T + grad_p * dP/dM (when given; contiguous
+    [C, C]) in one launch. `blocks` overrides the dX tiles (BLOCK_M, BLOCK_Q, BLOCK_K), `dm_blocks`
+    the dM tiles (BLOCK_D, BLOCK_DQ), `num_splits` the split-K count of the dM reduction."""
+    if dy.dtype != x.dtype or dy.shape != x.shape:
+        raise ValueError(f"dy must match x ({x.dtype}, {tuple(x.shape)}), got {dy.dtype}, "
+                         f"{tuple(dy.shape)}")  # fmt: skip
+    dy, x = _pixel_view(dy), _pixel_view(x)
+    C = x.shape[1]
+    block_m, block_q, block_k = blocks or _mix_blocks(C)
+    block_d, block_dq = dm_blocks or (64 if C > 32 else 32, 64)
+    N, P, strides = _ncp([dy, x, dx if dx is not None else dy])
+    (sd_n, sd_c, sd_p), (sx_n, sx_c, sx_p), (sdx_n, sdx_c, sdx_p) = strides
+    num_dx = triton.cdiv(C, block_m) * triton.cdiv(P, block_q) * N if dx is not None else 0
+    tiles = triton.cdiv(C, block_d) ** 2
+    steps = N * triton.cdiv(P, block_dq)
+    if num_splits is None:  # fill the machine: ~4 programs per SM, counting the dX programs
+        want = max(4 * _num_sms(M.device) - num_dx, 0)
+        num_splits = min(max(want // tiles, 1), max(steps, 1), 64)
+    num_dm = tiles * num_splits if dm is not None else 0
+    split = num_dm > 0 and num_splits > 1
+    ws_shape = (num_splits, tiles, block_d, block_d) if split else (1,)
+    ws = torch.empty(ws_shape, device=M.device, dtype=torch.float32)
+    counter = torch.zeros(tiles if split else 1, device=M.device, dtype=torch.int32)
+    if num_dm + num_dx == 0:
+        return
+    _shuffle_mix_bwd_kernel[(num_dm + num_dx,)](
+        dy, x, M, dx if dx is not None else dy, dm if dm is not None else M,
+        grad_p if grad_p is not None else row_norm, row_norm, col_norm, ws, counter, C, N, P,
+        sd_n, sd_c, sd_p, sx_n, sx_c, sx_p, sdx_n, sdx_c, sdx_p, *M.stride(), num_dm, num_splits,
+        SPLIT=split, HAS_GRAD_P=grad_p is not None, BLOCK_M=block_m, BLOCK_Q=block_q,
+        BLOCK_K=block_k, BLOCK_D=block_d, BLOCK_DQ=block_dq, PRECISION=_precision(x.dtype),
+    )  # fmt: skip
