@@ -1,0 +1,70 @@
+"""Exact channel permutations: `HardShuffle` (any perm, a C++/CUDA gather) and `FixedShuffle`
+(ShuffleNet's hand-designed shuffle, the baseline a learned shuffle replaces)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.channel_gather import channel_gather, check_permutation, fixed_shuffle_perm
+
+__all__ = ["FixedShuffle", "HardShuffle", "check_channels"]
+
+
+def check_channels(x: torch.Tensor, num_channels: int, module: str) -> None:
+    """Raises ValueError unless x is [N, C, ...] with C == num_channels."""
+    if x.dim() < 2 or x.shape[1] != num_channels:
+        raise ValueError(
+            f"{module}: input x must have shape [N, {num_channels}, ...], got {tuple(x.shape)}"
+        )
+
+
+class HardShuffle(nn.Module):
+    """`y[:, c] = x[:, perm[c]]`: an exact permutation of the channels, at the cost of a copy.
+
+    This is what a learned shuffle becomes after `freeze`. `perm` is kept as a buffer, so it
+    travels with `state_dict` and `.to(device)`.
+    """
+
+    perm: torch.Tensor
+
+    def __init__(self, perm: torch.Tensor) -> None:
+        super().__init__()
+        if not isinstance(perm, torch.Tensor):
+            raise TypeError(f"perm must be a torch.Tensor, got {type(perm).__name__}")
+        check_permutation(perm, perm.numel())
+        self.num_channels = perm.numel()
+        self.register_buffer("perm", perm.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_channels(x, self.num_channels, type(self).__name__)
+        return channel_gather(x, self.perm, validate=False)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}"
+
+
+class FixedShuffle(nn.Module):
+    """ShuffleNet's channel shuffle with `groups` groups (`F.channel_shuffle`).
+
+    Equal to `HardShuffle(fixed_shuffle_perm(num_channels, groups))`; kept on PyTorch's own
+    kernel because it is the baseline the learned shuffle is measured against.
+    """
+
+    def __init__(self, num_channels: int, groups: int) -> None:
+        super().__init__()
+        fixed_shuffle_perm(num_channels, groups)  # validates num_channels and groups
+        self.num_channels = num_channels
+        self.groups = groups
+
+    def perm(self) -> torch.Tensor:
+        """The shuffle as a perm (`out[:, c] = x[:, perm[c]]`)."""
+        return fixed_shuffle_perm(self.num_channels, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_channels(x, self.num_channels, type(self).__name__)
+        return F.channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}, groups={self.groups}"

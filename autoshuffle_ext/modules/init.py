@@ -1,0 +1,60 @@
+"""Starting points of a learned mixing matrix, all doubly stochastic."""
+
+from __future__ import annotations
+
+import torch
+
+from ..doubly_stochastic import permutation_matrix, project_doubly_stochastic_
+from ..ops.channel_gather import fixed_shuffle_perm
+
+__all__ = ["INITS", "initial_matrix"]
+
+INITS = ("shuffle", "identity", "uniform")
+
+
+def initial_matrix(
+    num_channels: int,
+    groups: int | None = None,
+    init: str = "shuffle",
+    *,
+    blend: float = 0.5,
+    noise: float = 1e-2,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A [C, C] doubly stochastic matrix to start learning from.
+
+    init:
+        "shuffle": ShuffleNet's fixed permutation for `groups`, blended toward the uniform matrix
+            (`(1 - blend) * P + blend / C`), so learning starts from the hand design but can move.
+        "identity": the identity, blended the same way.
+        "uniform": the uniform matrix 1/C (plus the noise).
+    noise: relative multiplicative noise that breaks the symmetry between channels; the result is
+        projected back onto the doubly stochastic matrices.
+
+    Raises:
+        ValueError: unknown init, num_channels < 1, blend outside [0, 1], noise < 0, or
+            init="shuffle" without a groups that divides num_channels.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if num_channels < 1:
+        raise ValueError(f"num_channels must be >= 1, got {num_channels}")
+    if not 0.0 <= blend <= 1.0:
+        raise ValueError(f"blend must lie in [0, 1], got {blend}")
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    uniform = torch.full((num_channels, num_channels), 1.0 / num_channels, dtype=torch.float64)
+    if init == "uniform":
+        M = uniform
+    else:
+        if init == "shuffle":
+            if groups is None:
+                raise ValueError("init='shuffle' needs groups (the fixed shuffle's group count)")
+            perm = fixed_shuffle_perm(num_channels, groups)
+        else:
+            perm = torch.arange(num_channels)
+        M = (1 - blend) * permutation_matrix(perm, torch.float64) + blend * uniform
+    if noise > 0:
+        M = M * (1 + noise * torch.rand(M.shape, generator=generator, dtype=torch.float64))
+    return project_doubly_stochastic_(M).to(dtype)

@@ -1,0 +1,92 @@
+"""`SinkhornShuffle`: the convex-relaxation baseline (doubly stochastic, no penalty).
+
+M = Sinkhorn(logits / temperature), computed in log space by alternating row and column
+normalisations; it is doubly stochastic by construction and trained without any penalty, which
+is the relaxation AutoShuffleNet shows to stall away from permutations. Rounded like
+`LearnedShuffle` by `freeze`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..doubly_stochastic import distance_to_permutation, round_to_permutation
+from ..ops.mixing import shuffle_mix
+from .hard import HardShuffle, check_channels
+from .init import initial_matrix
+
+__all__ = ["SinkhornShuffle", "sinkhorn"]
+
+
+def sinkhorn(logits: torch.Tensor, iters: int) -> torch.Tensor:
+    """exp of `logits` after `iters` rounds of log-space row then column normalisation."""
+    log_m = logits
+    for _ in range(iters):
+        log_m = log_m - torch.logsumexp(log_m, dim=-1, keepdim=True)
+        log_m = log_m - torch.logsumexp(log_m, dim=-2, keepdim=True)
+    return log_m.exp()
+
+
+class SinkhornShuffle(nn.Module):
+    """Channel shuffle mixing with M = Sinkhorn(logits / temperature) [C, C].
+
+    Args:
+        num_channels, groups, init, blend, noise, generator: as for `LearnedShuffle`; the logits
+            start at temperature * log(initial matrix), so M starts where LearnedShuffle's does.
+        temperature: divides the logits; lower is sharper.
+        iters: Sinkhorn iterations per forward pass.
+    """
+
+    def __init__(
+        self,
+        num_channels: int,
+        groups: int | None = None,
+        init: str = "shuffle",
+        *,
+        temperature: float = 1.0,
+        iters: int = 10,
+        blend: float = 0.5,
+        noise: float = 1e-2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if iters < 1:
+            raise ValueError(f"iters must be >= 1, got {iters}")
+        self.num_channels = num_channels
+        self.groups = groups
+        self.temperature = float(temperature)
+        self.iters = iters
+        start = initial_matrix(
+            num_channels, groups, init, blend=blend, noise=noise, generator=generator
+        )
+        self.logits = nn.Parameter(temperature * start.clamp_min(1e-6).log())
+
+    def matrix(self) -> torch.Tensor:
+        """The current doubly stochastic M [C, C]."""
+        return sinkhorn(self.logits / self.temperature, self.iters)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_channels(x, self.num_channels, type(self).__name__)
+        y, _ = shuffle_mix(x, self.matrix())
+        return y
+
+    def permutation(self) -> torch.Tensor:
+        """M rounded to the permutation of maximum weight (1-D int64)."""
+        return round_to_permutation(self.matrix())
+
+    def distance_to_permutation(self) -> torch.Tensor:
+        """Frobenius distance from M to its rounded permutation matrix."""
+        return distance_to_permutation(self.matrix())
+
+    def to_hard(self) -> HardShuffle:
+        """The exact gather this shuffle rounds to."""
+        return HardShuffle(self.permutation())
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_channels={self.num_channels}, groups={self.groups}, "
+            f"temperature={self.temperature}, iters={self.iters}"
+        )
