@@ -1,0 +1,178 @@
+"""ShuffleNet v1 (Zhang et al., 2018) with a choice of channel shuffle.
+
+Layout of the paper's Table 1: a 24-channel stem, three stages of 4, 8 and 4 units, bottleneck
+width 1/4 of the unit output, the first pointwise conv of stage 2 not grouped. Each unit is
+1x1 group conv -> BN -> ReLU -> shuffle -> 3x3 depthwise (stride) -> BN -> 1x1 group conv -> BN,
+added to the input (stride 1) or concatenated with its 3x3 average pool (stride 2), then ReLU.
+The shuffle after the first group conv is the one made learnable.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..modules import SHUFFLE_KINDS, make_shuffle
+from .stem import make_stem
+
+__all__ = ["V1_STAGE2_CHANNELS", "ShuffleNetV1", "ShuffleNetV1Unit", "shufflenet_v1"]
+
+# groups -> stage 2 output channels at width 1.0 (stages 3 and 4 double it each time).
+V1_STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
+V1_STAGE_REPEATS = (4, 8, 4)
+V1_STEM_CHANNELS = 24
+V1_WIDTH_RANGE = (0.25, 2.0)
+
+
+class ShuffleNetV1Unit(nn.Module):
+    """One ShuffleNet v1 unit (see the module docstring).
+
+    Args:
+        in_channels, out_channels: unit input and output; a stride-2 unit's own branch makes
+            `out_channels - in_channels` channels and the pooled input fills the rest.
+        bottleneck: channels of the depthwise conv, divisible by `groups`.
+        groups: of both pointwise convs (the first one ungrouped if `first_grouped` is False).
+        shuffle: kind of the shuffle after the first pointwise conv; with one group there is
+            nothing to mix across groups and the unit has none (identity), as in the paper.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bottleneck: int,
+        groups: int,
+        stride: int,
+        first_grouped: bool = True,
+        shuffle: str = "fixed",
+        shuffle_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        branch_out = out_channels - in_channels if stride == 2 else out_channels
+        if stride == 1 and in_channels != out_channels:
+            raise ValueError(
+                f"a stride-1 unit needs in_channels == out_channels, got {in_channels} and "
+                f"{out_channels}"
+            )
+        self.stride = stride
+        first_groups = groups if first_grouped else 1
+        self.compress = nn.Sequential(
+            nn.Conv2d(in_channels, bottleneck, 1, groups=first_groups, bias=False),
+            nn.BatchNorm2d(bottleneck),
+            nn.ReLU(inplace=True),
+        )
+        self.shuffle = (
+            make_shuffle(shuffle, bottleneck, groups, **(shuffle_options or {}))
+            if groups > 1
+            else nn.Identity()
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(bottleneck, bottleneck, 3, stride, 1, groups=bottleneck, bias=False),
+            nn.BatchNorm2d(bottleneck),
+        )
+        self.expand = nn.Sequential(
+            nn.Conv2d(bottleneck, branch_out, 1, groups=groups, bias=False),
+            nn.BatchNorm2d(branch_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.expand(self.depthwise(self.shuffle(self.compress(x))))
+        if self.stride == 1:
+            return F.relu(out + x)
+        return F.relu(torch.cat((F.avg_pool2d(x, 3, 2, 1), out), dim=1))
+
+
+class ShuffleNetV1(nn.Module):
+    """ShuffleNet v1 backbone + classifier; see `shufflenet_v1`."""
+
+    def __init__(
+        self,
+        groups: int,
+        stem_channels: int,
+        stage_channels: tuple[int, int, int],
+        num_classes: int = 1000,
+        stem: str = "imagenet",
+        shuffle: str = "fixed",
+        shuffle_options: dict | None = None,
+        stage_repeats: tuple[int, ...] = V1_STAGE_REPEATS,
+    ) -> None:
+        super().__init__()
+        if shuffle not in SHUFFLE_KINDS:
+            raise ValueError(f"shuffle must be one of {SHUFFLE_KINDS}, got {shuffle!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.stem = make_stem(stem_channels, stem)
+        stages = []
+        channels = stem_channels
+        for index, (repeats, out) in enumerate(zip(stage_repeats, stage_channels, strict=True)):
+            units = []
+            for i in range(repeats):
+                units.append(
+                    ShuffleNetV1Unit(
+                        channels,
+                        out,
+                        out // 4,
+                        groups,
+                        stride=2 if i == 0 else 1,
+                        # Stage 2's first input has only the stem's few channels: kept dense.
+                        first_grouped=not (index == 0 and i == 0),
+                        shuffle=shuffle,
+                        shuffle_options=shuffle_options,
+                    )
+                )
+                channels = out
+            stages.append(nn.Sequential(*units))
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def v1_channels(groups: int, width_mult: float) -> tuple[int, tuple[int, int, int]]:
+    """(stem, (stage2, stage3, stage4)) channels for `groups` at `width_mult`.
+
+    Stage widths are the paper's scaled by width_mult and rounded to a multiple of 4 * groups
+    (so the bottleneck, a quarter, splits into the groups); the stem scales too, rounded to a
+    multiple of groups (so the first stride-2 branch, stage2 - stem channels, does).
+    """
+    if groups not in V1_STAGE2_CHANNELS:
+        raise ValueError(f"groups must be one of {sorted(V1_STAGE2_CHANNELS)}, got {groups}")
+    low, high = V1_WIDTH_RANGE
+    if not low <= width_mult <= high:
+        raise ValueError(f"width_mult must lie in [{low}, {high}], got {width_mult}")
+    unit = 4 * groups
+    stage2 = max(unit, round(V1_STAGE2_CHANNELS[groups] * width_mult / unit) * unit)
+    stem = max(groups, round(V1_STEM_CHANNELS * width_mult / groups) * groups)
+    return stem, (stage2, 2 * stage2, 4 * stage2)
+
+
+def shufflenet_v1(
+    groups: int = 3,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    stem: str = "imagenet",
+    shuffle: str = "fixed",
+    shuffle_options: dict | None = None,
+) -> ShuffleNetV1:
+    """ShuffleNet v1 with `groups` in {1, 2, 3, 4, 8} ("ShuffleNet s x" for width_mult = s).
+
+    Args:
+        groups: group count of the pointwise convs; the paper's channel setting for each.
+        width_mult: in [0.25, 2.0]; scales every width (see `v1_channels`).
+        num_classes: classifier outputs.
+        stem: "imagenet" (224x224 inputs) or "cifar" (32x32, no early downsampling).
+        shuffle: "fixed", "learned", "sinkhorn" or "none", for the shuffle of every unit.
+        shuffle_options: keyword arguments of the learned/sinkhorn shuffle constructor.
+
+    Raises:
+        ValueError: unsupported groups, width_mult, stem, shuffle or num_classes.
+    """
+    stem_channels, stage_channels = v1_channels(groups, width_mult)
+    return ShuffleNetV1(
+        groups, stem_channels, stage_channels, num_classes, stem, shuffle, shuffle_options
+    )

@@ -1,0 +1,148 @@
+"""ShuffleNet v2 (Ma et al., 2018) with a choice of channel shuffle.
+
+The layout is torchvision's `shufflenet_v2_x*` exactly (stage repeats 4, 8, 4; bias-free convs,
+BatchNorm after each; fc with bias), so the fixed-shuffle ImageNet models have torchvision's
+parameter counts. The shuffle after the concat of the two branches is the one made learnable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..modules import SHUFFLE_KINDS, make_shuffle
+from .stem import make_stem
+
+__all__ = ["V2_STAGE_CHANNELS", "ShuffleNetV2", "ShuffleNetV2Unit", "shufflenet_v2"]
+
+# width_mult -> [stem, stage2, stage3, stage4, conv5] output channels (the paper's Table 5).
+V2_STAGE_CHANNELS: dict[float, tuple[int, int, int, int, int]] = {
+    0.5: (24, 48, 96, 192, 1024),
+    1.0: (24, 116, 232, 464, 1024),
+    1.5: (24, 176, 352, 704, 1024),
+    2.0: (24, 244, 488, 976, 2048),
+}
+V2_STAGE_REPEATS = (4, 8, 4)
+
+
+def _depthwise(channels: int, stride: int) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, stride, 1, groups=channels, bias=False)
+
+
+def _pointwise_bn_relu(inp: int, out: int) -> list[nn.Module]:
+    return [nn.Conv2d(inp, out, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+
+
+class ShuffleNetV2Unit(nn.Module):
+    """One ShuffleNet v2 unit: split (stride 1) or duplicate (stride 2), two branches, concat,
+    then the channel shuffle over the `out_channels` concatenated channels (2 groups)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        shuffle: str = "fixed",
+        shuffle_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        if out_channels % 2:
+            raise ValueError(f"out_channels must be even, got {out_channels}")
+        branch = out_channels // 2
+        if stride == 1 and in_channels != out_channels:
+            raise ValueError(
+                f"a stride-1 unit needs in_channels == out_channels, got {in_channels} and "
+                f"{out_channels}"
+            )
+        self.stride = stride
+        if stride == 2:
+            self.branch1 = nn.Sequential(
+                _depthwise(in_channels, stride),
+                nn.BatchNorm2d(in_channels),
+                *_pointwise_bn_relu(in_channels, branch),
+            )
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            *_pointwise_bn_relu(in_channels if stride == 2 else branch, branch),
+            _depthwise(branch, stride),
+            nn.BatchNorm2d(branch),
+            *_pointwise_bn_relu(branch, branch),
+        )
+        self.shuffle = make_shuffle(shuffle, out_channels, 2, **(shuffle_options or {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return self.shuffle(out)
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNet v2 backbone + classifier; see `shufflenet_v2`."""
+
+    def __init__(
+        self,
+        stage_channels: tuple[int, int, int, int, int],
+        num_classes: int = 1000,
+        stem: str = "imagenet",
+        shuffle: str = "fixed",
+        shuffle_options: dict | None = None,
+        stage_repeats: tuple[int, ...] = V2_STAGE_REPEATS,
+    ) -> None:
+        super().__init__()
+        if shuffle not in SHUFFLE_KINDS:
+            raise ValueError(f"shuffle must be one of {SHUFFLE_KINDS}, got {shuffle!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        stem_channels, *stage_outs, last = stage_channels
+        self.stem = make_stem(stem_channels, stem)
+        stages = []
+        channels = stem_channels
+        for repeats, out in zip(stage_repeats, stage_outs, strict=True):
+            units = [ShuffleNetV2Unit(channels, out, 2, shuffle, shuffle_options)]
+            units += [
+                ShuffleNetV2Unit(out, out, 1, shuffle, shuffle_options) for _ in range(repeats - 1)
+            ]
+            stages.append(nn.Sequential(*units))
+            channels = out
+        self.stages = nn.Sequential(*stages)
+        self.conv5 = nn.Sequential(*_pointwise_bn_relu(channels, last))
+        self.fc = nn.Linear(last, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv5(self.stages(self.stem(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def shufflenet_v2(
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    stem: str = "imagenet",
+    shuffle: str = "fixed",
+    shuffle_options: dict | None = None,
+) -> ShuffleNetV2:
+    """ShuffleNet v2 at `width_mult` in {0.5, 1.0, 1.5, 2.0}.
+
+    Args:
+        width_mult: selects the paper's channel configuration.
+        num_classes: classifier outputs.
+        stem: "imagenet" (224x224 inputs) or "cifar" (32x32, no early downsampling).
+        shuffle: "fixed" (ShuffleNet's), "learned" (AutoShuffleNet), "sinkhorn" (the convex
+            relaxation) or "none", for the shuffle after every unit's concat.
+        shuffle_options: keyword arguments of the learned/sinkhorn shuffle constructor.
+
+    Raises:
+        ValueError: unsupported width_mult, stem, shuffle or num_classes.
+    """
+    channels = V2_STAGE_CHANNELS.get(float(width_mult))
+    if channels is None:
+        raise ValueError(
+            f"width_mult must be one of {sorted(V2_STAGE_CHANNELS)} for ShuffleNet v2, "
+            f"got {width_mult}"
+        )
+    return ShuffleNetV2(channels, num_classes, stem, shuffle, shuffle_options)

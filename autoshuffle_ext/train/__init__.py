@@ -1,0 +1,16 @@
+"""The training program: data, loop, checkpoints, reports and the `autoshuffle-train` CLI."""
+
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingError
+from .loop import RunResult, run_training
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "NonFiniteLossError",
+    "RunResult",
+    "TrainConfig",
+    "TrainingError",
+    "run_training",
+]

@@ -1,0 +1,307 @@
+"""`autoshuffle-train`: train ShuffleNet with fixed, learned (AutoShuffleNet) or relaxed
+(Sinkhorn) channel shuffles, and compare them.
+
+Each variant trains in `<out>/<shuffle>/` (checkpoint, metrics.csv/json, report.md, plots); the
+table of all variants is printed and written to `<out>/comparison.md` and `.json`. Multi-process:
+`torchrun --nproc-per-node N -m autoshuffle_ext.train ...` (gloo on CPU, NCCL on GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..models import MODEL_NAMES
+from ..modules import SHUFFLE_KINDS
+from ..modules.init import INITS
+from .config import TrainConfig
+from .data import DATASETS, load_dataset
+from .distributed import init_distributed
+from .errors import ConfigError, TrainingError
+from .loop import run_training
+from .schedules import PENALTY_SCHEDULES
+
+__all__ = ["build_parser", "main"]
+
+PROG = "autoshuffle-train"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: X)" to every flag whose default is not None; the help of the others
+    says what they fall back to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and "default" not in text:
+            if not isinstance(action, argparse._StoreTrueAction | argparse._HelpAction):
+                text += " (default: %(default)s)"
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every flag's default is TrainConfig's."""
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=_HelpFormatter)
+    what = p.add_argument_group("what to train")
+    what.add_argument(
+        "--model",
+        default=d.model,
+        help="shufflenet_v1_g<groups>[_x<w>_<w>] or shufflenet_v2_x<w>_<w>, e.g. "
+        + ", ".join(MODEL_NAMES[:3] + MODEL_NAMES[-4:-2]),
+    )
+    what.add_argument(
+        "--shuffle", default=d.shuffle, choices=SHUFFLE_KINDS, help="shuffle kind of every unit"
+    )
+    what.add_argument(
+        "--compare",
+        default=None,
+        help="comma-separated shuffle kinds to train one after the other with the same seed and "
+        "data, e.g. fixed,learned,sinkhorn (default: only --shuffle)",
+    )
+    what.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="data set")
+    what.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder of the data set: CIFAR 'python version' files, or train/ and val/ class "
+        "folders for --dataset folder (default: none; digits ship with scikit-learn)",
+    )
+    what.add_argument(
+        "--stem",
+        default=None,
+        choices=("imagenet", "cifar"),
+        help="input stem (default: cifar for digits/CIFAR, imagenet for folders)",
+    )
+    what.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side (default: 16 digits, 32 CIFAR, 224 folders)",
+    )
+
+    optim = p.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=d.epochs, help="training epochs")
+    optim.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help="batch size per process"
+    )
+    optim.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (SGD)")
+    optim.add_argument(
+        "--shuffle-lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the shuffle matrices (default: --lr)",
+    )
+    optim.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum (default: off)")
+    optim.add_argument(
+        "--weight-decay",
+        type=float,
+        default=d.weight_decay,
+        help="weight decay of conv/fc weights (never on BN, biases or shuffle matrices)",
+    )
+    optim.add_argument(
+        "--warmup-epochs",
+        type=float,
+        default=d.warmup_epochs,
+        help="linear LR warm-up before the cosine decay (fractions allowed)",
+    )
+    optim.add_argument(
+        "--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing"
+    )
+
+    shuffle = p.add_argument_group("learned shuffle")
+    shuffle.add_argument(
+        "--penalty-weight",
+        type=float,
+        default=d.penalty_weight,
+        help="lambda: weight of the l1-l2 penalty P(M) summed over the learned shuffles",
+    )
+    shuffle.add_argument(
+        "--penalty-schedule",
+        default=d.penalty_schedule,
+        choices=PENALTY_SCHEDULES,
+        help="linear: ramp lambda from 0 over --penalty-ramp of training; constant: no ramp",
+    )
+    shuffle.add_argument(
+        "--penalty-ramp",
+        type=float,
+        default=d.penalty_ramp,
+        help="fraction of training over which lambda ramps up",
+    )
+    shuffle.add_argument(
+        "--shuffle-init",
+        default=d.shuffle_init,
+        choices=INITS,
+        help="start of learned/sinkhorn matrices: shuffle (the fixed shuffle blended with "
+        "uniform), identity (likewise), uniform (no prior permutation)",
+    )
+    shuffle.add_argument(
+        "--projection-iters",
+        type=int,
+        default=d.projection_iters,
+        help="row/column scaling iterations of the projection after each step",
+    )
+
+    data = p.add_argument_group("augmentation")
+    data.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: on, except for digits)",
+    )
+    data.add_argument(
+        "--crop-padding",
+        type=int,
+        default=None,
+        help="random crop padding in pixels (default: 2 digits, 4 CIFAR, 16 folders; 0: off)",
+    )
+
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<model>)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the runs in --out from their last checkpoints (default: refuse to touch "
+        "a directory that holds one)",
+    )
+    run.add_argument(
+        "--seed", type=int, default=d.seed, help="seed of weights, order, augmentation"
+    )
+    run.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
+    run.add_argument(
+        "--workers", type=int, default=d.workers, help="image decoding processes (folders only)"
+    )
+    run.add_argument(
+        "--limit-batches",
+        type=int,
+        default=None,
+        help="at most this many batches per epoch, for training and for evaluation (smoke runs; "
+        "default: all)",
+    )
+    run.add_argument(
+        "--stop-after-epochs",
+        type=int,
+        default=None,
+        help="stop this invocation after this many epochs, as if interrupted; --resume "
+        "continues (default: run to --epochs)",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (default: bars on a tty)"
+    )
+    return p
+
+
+def _validate(args: argparse.Namespace) -> list[str]:
+    problems = []
+    for flag in ("epochs", "batch_size", "limit_batches", "stop_after_epochs"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    for flag in ("lr", "momentum", "weight_decay", "warmup_epochs", "penalty_weight"):
+        value = getattr(args, flag)
+        if value < 0 or value != value:
+            problems.append(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+    if not 0 <= args.label_smoothing < 1:
+        problems.append(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
+    if not 0 <= args.penalty_ramp <= 1:
+        problems.append(f"--penalty-ramp must lie in [0, 1], got {args.penalty_ramp}")
+    if args.projection_iters < 0 or args.workers < 0:
+        problems.append("--projection-iters and --workers must be >= 0")
+    return problems
+
+
+def _variants(args: argparse.Namespace) -> list[str]:
+    if args.compare is None:
+        return [args.shuffle]
+    kinds = [k.strip() for k in args.compare.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in SHUFFLE_KINDS]
+    if unknown or not kinds or len(set(kinds)) != len(kinds):
+        raise ConfigError(
+            f"--compare takes distinct kinds among {', '.join(SHUFFLE_KINDS)}, got {args.compare!r}"
+        )
+    return kinds
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {name!r}: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def _config(args: argparse.Namespace, shuffle: str) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values |= {"shuffle": shuffle, "progress": not args.no_progress}
+    return TrainConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the parsed command; raises TrainingError for the user's problems."""
+    from ..models import parse_model_name
+    from .compare import write_comparison
+
+    kinds = _variants(args)
+    try:
+        parse_model_name(args.model)
+    except ValueError as error:
+        raise ConfigError(f"--model: {error}") from None
+    out = Path(args.out or f"runs/{args.dataset}-{args.model}")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(args.device, local_rank)
+    ctx = init_distributed(device)
+    try:
+        data = load_dataset(args.dataset, args.data_dir, args.image_size)
+        results = []
+        for kind in kinds:
+            result = run_training(
+                _config(args, kind), data, out / kind, ctx, device, resume=args.resume
+            )
+            if result is None:  # --stop-after-epochs: the rest waits for --resume
+                return 0
+            results.append(result)
+        if ctx.is_main:
+            heading = (
+                f"{args.model} on {args.dataset}, {results[0].epochs} epochs, seed {args.seed}"
+            )
+            table = write_comparison(out, results, heading)
+            print(f"\n{heading} ({ctx.world} process(es), {device.type})\n{table}")
+            print(f"\nrun directory: {out}")
+    finally:
+        if ctx.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `autoshuffle-train`; returns the exit status (0 on success, 2 for bad
+    flags, data or checkpoints, 1 when training diverged)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = _validate(args)
+    if problems:
+        parser.error("; ".join(problems))
+    try:
+        return run(args)
+    except TrainingError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the last checkpoint of each run is intact", file=sys.stderr)
+        return 130

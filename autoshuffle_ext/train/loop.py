@@ -1,0 +1,464 @@
+"""One training run: SGD with warm-up + cosine, the scheduled penalty, projection after each step,
+a checkpoint per epoch, and at the end rounding and evaluation of the soft and frozen models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .. import modules as asx_modules
+from ..models import build_model, measure
+from .checkpoint import FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
+from .config import TrainConfig
+from .data import (
+    DataSplits,
+    eval_indices,
+    iterate_batches,
+    normalize,
+    random_crop,
+    random_flip,
+    train_indices,
+)
+from .distributed import DistContext, all_reduce_sum, assert_same_on_all_ranks
+from .errors import ConfigError, NonFiniteLossError
+from .metrics import atomic_write_text, write_metrics
+from .schedules import WarmupCosine, penalty_weight_at
+
+__all__ = ["RunResult", "resolve_config", "run_training", "task_loss"]
+
+CHECKPOINT = "checkpoint.pt"
+_SOFT = (asx_modules.LearnedShuffle, asx_modules.SinkhornShuffle)
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports (also written to `result.json` in its run directory)."""
+
+    shuffle: str
+    soft_acc: float
+    frozen_acc: float
+    params: int
+    shuffle_params: int
+    macs: int
+    shuffle_macs: int
+    time_per_epoch: float
+    final_penalty: float | None  # sum of P(M) over the soft shuffles (unweighted)
+    final_distance: float | None  # sum of distances to the rounded permutations
+    epochs: int
+    out_dir: str
+    history: list[dict] = field(default_factory=list, repr=False)
+    layers: list[dict] = field(default_factory=list, repr=False)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained soft model
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy of the classifier (mean over the batch)."""
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def resolve_config(config: TrainConfig, data: DataSplits) -> TrainConfig:
+    """`config` with the dataset's defaults filled in where it says None."""
+    return dataclasses.replace(
+        config,
+        stem=config.stem or data.stem,
+        image_size=config.image_size or data.image_size,
+        flip=data.flip if config.flip is None else config.flip,
+        crop_padding=data.crop_padding if config.crop_padding is None else config.crop_padding,
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (seeds third-party code that uses the global RNG)
+    torch.manual_seed(seed)
+
+
+def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
+    """The augmentation RNG of one (seed, epoch, rank): resuming at an epoch boundary replays it."""
+    state = np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """Weight decay on conv/fc weights only: not on BatchNorm, biases or the shuffle matrices
+    (decay would pull a learned M toward 0 and a Sinkhorn's logits toward uniform)."""
+    shuffle_ids = {id(p) for m in model.modules() if isinstance(m, _SOFT) for p in m.parameters()}
+    decay, no_decay, shuffle = [], [], []
+    for p in model.parameters():
+        if id(p) in shuffle_ids:
+            shuffle.append(p)
+        elif p.dim() > 1:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if shuffle:
+        lr = config.lr if config.shuffle_lr is None else config.shuffle_lr
+        groups.append({"params": shuffle, "weight_decay": 0.0, "lr": lr})
+    return groups
+
+
+def _sync_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Rank 0's BatchNorm statistics everywhere, so that every rank evaluates (and rank 0 saves)
+    the same model."""
+    if ctx.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    device: torch.device,
+    ctx: DistContext,
+) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` on the validation split, over all ranks."""
+    was_training = model.training
+    model.eval()
+    total_loss = correct = count = 0.0
+    indices = eval_indices(data.val, ctx.rank, ctx.world)
+    for i, (images, labels) in enumerate(
+        iterate_batches(data.val, indices, config.batch_size, False, config.workers)
+    ):
+        if config.limit_batches is not None and i >= config.limit_batches:
+            break
+        x = normalize(images, data.mean, data.std).to(device)
+        labels = labels.to(device)
+        logits = model(x)
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        count += labels.numel()
+    model.train(was_training)
+    total_loss, correct, count = all_reduce_sum([total_loss, correct, count], ctx, device)
+    return total_loss / max(count, 1), correct / max(count, 1)
+
+
+def _shuffle_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
+    layers = asx_modules.shuffle_report(model)
+    if not layers:
+        return layers, None, None
+    return layers, sum(r["penalty"] for r in layers), sum(r["distance"] for r in layers)
+
+
+class _Run:
+    """The state of one run between epochs; `train()` drives it to the end."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: DataSplits,
+        out_dir: Path,
+        ctx: DistContext,
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.out_dir = out_dir
+        self.ctx = ctx
+        self.device = device
+        _seed_everything(config.seed)
+        options = None
+        if config.shuffle in ("learned", "sinkhorn"):
+            # The shuffles draw their init noise from their own generator, so every variant of a
+            # comparison starts with the same conv weights from the global RNG.
+            options = {
+                "init": config.shuffle_init,
+                "generator": torch.Generator().manual_seed(config.seed),
+            }
+        try:
+            model = build_model(
+                config.model, data.num_classes, config.stem, config.shuffle, options
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        size = config.image_size
+        self.complexity = measure(model, (3, size, size))
+        self.model = model.to(device)
+        self.optimizer = torch.optim.SGD(
+            _param_groups(model, config),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        per_rank = math.ceil(len(data.train) / ctx.world)
+        if per_rank < config.batch_size:
+            raise ConfigError(
+                f"--batch-size {config.batch_size} exceeds the {per_rank} training images each "
+                f"of {ctx.world} process(es) gets; lower it"
+            )
+        self.steps_per_epoch = per_rank // config.batch_size
+        if config.limit_batches is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.limit_batches)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        warmup = round(config.warmup_epochs * self.steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(self.total_steps, warmup)
+        )
+        asx_modules.attach_projection(self.optimizer, model, iters=config.projection_iters)
+        self.net: nn.Module = model
+        if ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
+        self.epoch = 0
+        self.step = 0
+        self.history: list[dict] = []
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def identity(self) -> dict:
+        return {**self.config.identity(), "num_classes": self.data.num_classes}
+
+    def save(self) -> None:
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:  # never replace a good checkpoint with a broken state
+            raise NonFiniteLossError(
+                f"non-finite parameters after epoch {self.epoch} ({', '.join(bad[:3])}...); "
+                f"{self.checkpoint_path} keeps the last good state"
+            )
+        state = {
+            "format": FORMAT,
+            "identity": self.identity(),
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": capture_rng(),
+            "history": self.history,
+        }
+        atomic_save(state, self.checkpoint_path)
+
+    def load(self) -> None:
+        state = load_checkpoint(self.checkpoint_path, self.identity())
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"])
+        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _log(self, message: str) -> None:
+        if self.ctx.is_main:
+            tqdm.write(message)
+
+    def _batch(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        config = self.config
+        images = random_crop(images, config.crop_padding, generator)
+        if config.flip:
+            images = random_flip(images, generator)
+        return normalize(images, self.data.mean, self.data.std).to(self.device)
+
+    def _check_finite(self, loss: torch.Tensor, task: torch.Tensor, pen: torch.Tensor) -> None:
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.ctx.enabled:  # every rank must stop together, or the others hang in all-reduce
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() == 1.0:
+            return
+        kept = (
+            f"{self.checkpoint_path} (epoch {self.epoch}) is kept unchanged"
+            if self.checkpoint_path.exists()
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {self.epoch + 1}, step {self.step + 1} (task loss "
+            f"{task.item():.4g}, penalty {pen.item():.4g}); {kept}; try a lower --lr or "
+            "--penalty-weight"
+        )
+
+    def train_epoch(self) -> dict:
+        config, ctx = self.config, self.ctx
+        self.net.train()
+        generator = _epoch_generator(config.seed, self.epoch, ctx.rank)
+        indices = train_indices(self.data.train, self.epoch, config.seed, ctx.rank, ctx.world)
+        batches = iterate_batches(self.data.train, indices, config.batch_size, True, config.workers)
+        sums = {"loss": 0.0, "penalty": 0.0, "correct": 0.0, "count": 0.0}
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            desc=f"{config.shuffle} {self.epoch + 1}/{config.epochs}",
+            disable=not (config.progress and ctx.is_main) or None,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        for i, (images, labels) in enumerate(batches):
+            if i >= self.steps_per_epoch:
+                break
+            x = self._batch(images, generator)
+            labels = labels.to(self.device)
+            logits = self.net(x)
+            task = task_loss(logits, labels, config.label_smoothing)
+            lam = penalty_weight_at(
+                self.step,
+                self.total_steps,
+                config.penalty_weight,
+                config.penalty_schedule,
+                config.penalty_ramp,
+            )
+            pen = asx_modules.penalty(self.model)
+            loss = task + lam * pen
+            self._check_finite(loss, task, pen)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()  # the projection hook runs here
+            self.scheduler.step()
+            self.step += 1
+            n = labels.numel()
+            sums["loss"] += task.item() * n
+            sums["penalty"] += pen.item() * n
+            sums["correct"] += (logits.argmax(1) == labels).sum().item()
+            sums["count"] += n
+            bar.update()
+            bar.set_postfix(
+                loss=f"{sums['loss'] / sums['count']:.3f}",
+                acc=f"{sums['correct'] / sums['count']:.3f}",
+                pen=f"{pen.item():.3g}",
+                refresh=False,
+            )
+        bar.close()
+        elapsed = time.perf_counter() - start
+        loss, pen, correct, count = all_reduce_sum(
+            [sums["loss"], sums["penalty"], sums["correct"], sums["count"]], ctx, self.device
+        )
+        return {
+            "train_loss": loss / count,
+            "train_acc": correct / count,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "penalty_weight": lam,
+            "epoch_time": elapsed,
+        }
+
+    def train(self) -> RunResult | None:
+        """Trains to `config.epochs` (or `stop_after_epochs` more); None if stopped early."""
+        config = self.config
+        done_here = 0
+        while self.epoch < config.epochs:
+            if config.stop_after_epochs is not None and done_here >= config.stop_after_epochs:
+                self._log(
+                    f"[{config.shuffle}] stopped after epoch {self.epoch} (--stop-after-epochs)"
+                )
+                return None
+            row = self.train_epoch()
+            self.epoch += 1
+            done_here += 1
+            _sync_buffers(self.model, self.ctx)
+            val_loss, val_acc = evaluate(self.model, self.data, config, self.device, self.ctx)
+            _, penalty, distance = _shuffle_summary(self.model)
+            row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_acc": val_acc}
+            row |= {"penalty": penalty, "distance": distance}
+            self.history.append(row)
+            if self.ctx.is_main:
+                self.save()
+                write_metrics(self.out_dir, self.history)
+            self._log(
+                f"[{config.shuffle}] epoch {self.epoch}/{config.epochs} "
+                f"loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+                f"val_acc {val_acc:.4f}"
+                + ("" if penalty is None else f" P(M) {penalty:.4g} dist {distance:.3g}")
+                + f" ({row['epoch_time']:.1f}s)"
+            )
+        return self.finish()
+
+    def finish(self) -> RunResult:
+        """Rounds the shuffles, evaluates soft and frozen models, checks the ranks agree."""
+        from .report import write_run_report
+
+        config, ctx = self.config, self.ctx
+        assert_same_on_all_ranks(asx_modules.learned_matrices(self.model), ctx)
+        _sync_buffers(self.model, ctx)
+        _, soft_acc = evaluate(self.model, self.data, config, self.device, ctx)
+        frozen = asx_modules.freeze(self.model)
+        _, frozen_acc = evaluate(frozen, self.data, config, self.device, ctx)
+        layers, penalty, distance = _shuffle_summary(self.model)
+        times = [row["epoch_time"] for row in self.history]
+        c = self.complexity
+        result = RunResult(
+            shuffle=config.shuffle,
+            soft_acc=soft_acc,
+            frozen_acc=frozen_acc,
+            params=c.params,
+            shuffle_params=c.shuffle_params,
+            macs=c.macs,
+            shuffle_macs=c.shuffle_macs,
+            time_per_epoch=sum(times) / max(len(times), 1),
+            final_penalty=penalty,
+            final_distance=distance,
+            epochs=self.epoch,
+            out_dir=str(self.out_dir),
+            history=self.history,
+            layers=layers,
+            model=self.model,
+        )
+        if ctx.is_main:
+            torch.save(frozen.state_dict(), self.out_dir / "model_frozen.pt")
+            summary = {
+                f.name: getattr(result, f.name)
+                for f in dataclasses.fields(result)
+                if f.name not in ("history", "model")
+            }
+            summary["config"] = config.to_dict()
+            atomic_write_text(self.out_dir / "result.json", json.dumps(summary, indent=2) + "\n")
+            write_run_report(self.out_dir, config, result, self.model)
+        self._log(
+            f"[{config.shuffle}] soft acc {soft_acc:.4f}, frozen acc {frozen_acc:.4f}"
+            + ("" if penalty is None else f", P(M) {penalty:.4g}")
+        )
+        return result
+
+
+def run_training(
+    config: TrainConfig,
+    data: DataSplits,
+    out_dir: str | Path,
+    ctx: DistContext,
+    device: torch.device,
+    resume: bool = False,
+) -> RunResult | None:
+    """Trains one configuration in `out_dir` (its run directory) and returns its result, or None
+    when `config.stop_after_epochs` stopped it before the end (resume it later).
+
+    Raises:
+        ConfigError: unknown model or flags that do not fit, or a run directory that already
+            holds a checkpoint while `resume` is False.
+        CheckpointError: `resume` with a checkpoint of another configuration.
+        NonFiniteLossError: the loss became NaN/inf (the last checkpoint is left untouched).
+    """
+    config = resolve_config(config, data)
+    out_dir = Path(out_dir)
+    run = _Run(config, data, out_dir, ctx, device)
+    if run.checkpoint_path.exists():
+        if not resume:
+            raise ConfigError(
+                f"{out_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it or "
+                "choose another --out"
+            )
+        run.load()
+        run._log(f"[{config.shuffle}] resumed from {run.checkpoint_path} at epoch {run.epoch}")
+    elif resume:
+        run._log(f"[{config.shuffle}] no checkpoint in {out_dir}: starting from epoch 0")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return run.train()

@@ -1,0 +1,31 @@
+"""Per-epoch metrics, rewritten whole after each epoch as CSV and JSON (atomically)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+__all__ = ["atomic_write_text", "write_metrics"]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics(out_dir: str | Path, history: list[dict]) -> None:
+    """`metrics.csv` and `metrics.json` in `out_dir`, one row per epoch."""
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(history, indent=2) + "\n")
+    buffer = io.StringIO()
+    if history:
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+    atomic_write_text(out_dir / "metrics.csv", buffer.getvalue())

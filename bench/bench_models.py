@@ -1,0 +1,93 @@
+"""ShuffleNet with fixed, learned and relaxed shuffles: one training step per variant, and the
+inference latency of the frozen AutoShuffleNet next to the fixed-shuffle model.
+
+Training step = forward, cross-entropy + lambda * penalty, backward, SGD step with the projection
+hook (what `autoshuffle-train` does per batch), on CIFAR-sized inputs. Inference = eval mode,
+no grad, ImageNet 224x224 inputs at batch 1 and 32; the frozen model's shuffles are exact gathers
+of random permutations (what training typically rounds to), the fixed model's are
+`F.channel_shuffle`. Targets: frozen / fixed <= 1.0; learned step <= 1.35x fixed.
+
+Run: `python -m pytest bench/bench_models.py --benchmark-only` (groups put the variants of one
+model side by side; `--benchmark-json` for the ratios).
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import autoshuffle_ext as asx
+from autoshuffle_ext.models import build_model
+
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+TRAIN_MODELS = ["shufflenet_v1_g3", "shufflenet_v2_x1_0", "shufflenet_v1_g3_x0_5"]
+INFER_MODELS = ["shufflenet_v1_g3", "shufflenet_v2_x1_0"]
+LAM = 0.5
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [32])
+@pytest.mark.parametrize("name", TRAIN_MODELS)
+@pytest.mark.parametrize("shuffle", ["fixed", "learned", "sinkhorn"])
+def test_train_step(benchmark, shuffle, name, batch, device):
+    benchmark.group = f"train step {name} cifar 32x32 batch {batch} {device}"
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10, stem="cifar", shuffle=shuffle).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    asx.attach_projection(optimizer, model)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step():
+        loss = F.cross_entropy(model(x), y) + LAM * asx.penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _sync(device)
+
+    step()  # allocate the optimizer state outside the timing
+    benchmark(step)
+
+
+def _frozen_learned(name: str) -> torch.nn.Module:
+    """A learned model whose matrices are random permutations, frozen into gathers."""
+    torch.manual_seed(0)
+    model = build_model(name, shuffle="learned")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, module in asx.modules.learned_shuffles(model):
+            n = module.num_channels
+            module.weight.copy_(asx.permutation_matrix(torch.randperm(n, generator=g)))
+    return asx.freeze(model)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("name", INFER_MODELS)
+@pytest.mark.parametrize("variant", ["fixed", "frozen_learned"])
+def test_inference(benchmark, variant, name, batch, device):
+    benchmark.group = f"inference {name} 224x224 batch {batch} {device}"
+    if variant == "fixed":
+        torch.manual_seed(0)
+        model = build_model(name, shuffle="fixed")
+    else:
+        model = _frozen_learned(name)
+        assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
+    model = model.to(device).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device)
+
+    def infer():
+        with torch.inference_mode():
+            model(x)
+        _sync(device)
+
+    infer()
+    benchmark(infer)

@@ -1,0 +1,178 @@
+"""ShuffleNet v1/v2 models: published sizes and costs, shapes of every variant, the shuffle at the
+right place (a learned shuffle started on the fixed permutation computes the fixed model), names,
+and a few training steps that lower the loss."""
+
+import pytest
+import torch
+from torch import nn
+
+import autoshuffle_ext as asx
+from autoshuffle_ext.models import (
+    MODEL_NAMES,
+    build_model,
+    count_macs,
+    count_parameters,
+    measure,
+    model_name,
+    parse_model_name,
+    shufflenet_v1,
+    shufflenet_v2,
+    v1_channels,
+)
+from autoshuffle_ext.models.__main__ import main as models_main
+
+SHUFFLES = ("fixed", "learned", "sinkhorn", "none")
+
+# torchvision's published parameter counts of shufflenet_v2_x{0_5,1_0,1_5,2_0}.
+TORCHVISION_V2_PARAMS = {0.5: 1_366_792, 1.0: 2_278_604, 1.5: 3_503_624, 2.0: 7_393_996}
+
+
+@pytest.mark.parametrize("width", sorted(TORCHVISION_V2_PARAMS))
+def test_v2_parameter_counts_equal_torchvision(width):
+    model = shufflenet_v2(width)
+    assert sum(p.numel() for p in model.parameters()) == TORCHVISION_V2_PARAMS[width]
+
+
+@pytest.mark.parametrize(
+    ("build", "published_mflops"),
+    [
+        (lambda: shufflenet_v1(3, 1.0), 140),  # ShuffleNet 1x (g = 3), paper Table 2
+        (lambda: shufflenet_v1(8, 1.0), 140),
+        (lambda: shufflenet_v1(1, 1.0), 140),
+        (lambda: shufflenet_v1(3, 0.5), 38),  # ShuffleNet 0.5x (g = 3)
+        (lambda: shufflenet_v2(1.0), 146),  # ShuffleNet v2 1x, paper Table 5
+        (lambda: shufflenet_v2(0.5), 41),
+        (lambda: shufflenet_v2(2.0), 591),
+    ],
+)
+def test_flops_within_five_percent_of_published(build, published_mflops):
+    macs, mixing = count_macs(build(), (3, 224, 224))
+    assert mixing == 0
+    assert abs(macs / 1e6 - published_mflops) <= 0.05 * published_mflops
+
+
+def test_v1_paper_channels_and_first_pointwise_not_grouped():
+    assert v1_channels(3, 1.0) == (24, (240, 480, 960))
+    assert v1_channels(8, 1.0) == (24, (384, 768, 1536))
+    model = shufflenet_v1(3)
+    first, second = model.stages[0][0], model.stages[0][1]
+    assert first.compress[0].groups == 1 and first.compress[0].in_channels == 24
+    assert second.compress[0].groups == 3
+    assert first.expand[0].out_channels == 240 - 24  # concatenated with the pooled input
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 4, 8])
+@pytest.mark.parametrize("width", [0.25, 0.5, 0.75, 1.5, 2.0])
+def test_v1_widths_give_valid_group_splits(groups, width):
+    stem, (c2, c3, c4) = v1_channels(groups, width)
+    assert (c3, c4) == (2 * c2, 4 * c2)
+    assert c2 % (4 * groups) == 0 and (c2 - stem) % groups == 0 and stem > 0
+
+
+def test_learned_shuffle_parameters_are_counted_apart():
+    model = shufflenet_v1(3, 0.5, stem="cifar", shuffle="learned")
+    params, extra = count_parameters(model)
+    fixed_params, fixed_extra = count_parameters(shufflenet_v1(3, 0.5))
+    assert (params, fixed_extra) == (fixed_params, 0)
+    sizes = [m.num_channels for m in model.modules() if isinstance(m, asx.LearnedShuffle)]
+    assert len(sizes) == 16 and extra == sum(c * c for c in sizes)
+    # C x C per pixel, at the resolution entering each unit (its first unit before the stride).
+    mixing = 30**2 * (32**2 + 3 * 16**2) + 60**2 * (16**2 + 7 * 8**2) + 120**2 * (8**2 + 3 * 4**2)
+    assert measure(model, (3, 32, 32)).shuffle_macs == mixing
+
+
+def _variants():
+    models = [f"shufflenet_v1_g{g}_x0_5" for g in (1, 2, 3, 4, 8)] + list(MODEL_NAMES[-4:])
+    return [(m, s) for m in models for s in SHUFFLES]
+
+
+@pytest.mark.parametrize(("name", "shuffle"), _variants())
+def test_output_shapes_of_every_variant_and_both_stems(name, shuffle):
+    torch.manual_seed(0)
+    for stem, side in (("cifar", 32), ("imagenet", 64)):
+        model = build_model(name, num_classes=7, stem=stem, shuffle=shuffle)
+        x = torch.randn(2, 3, side, side)
+        out = model(x)
+        assert out.shape == (2, 7)
+        assert torch.isfinite(out).all()
+        if shuffle in ("learned", "sinkhorn"):
+            frozen = asx.freeze(model.eval())
+            assert frozen(x).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda s, o: shufflenet_v1(3, 0.5, 10, "cifar", s, o),
+        lambda s, o: shufflenet_v2(0.5, 10, "cifar", s, o),
+    ],
+)
+def test_learned_shuffle_on_the_fixed_permutation_computes_the_fixed_model(build):
+    """The learned shuffle stands exactly where the fixed one does: started on the fixed
+    permutation (no blend, no noise), the soft and the frozen models equal the fixed model."""
+    torch.manual_seed(0)
+    fixed = build("fixed", None).eval()
+    learned = build("learned", {"blend": 0.0, "noise": 0.0}).eval()
+    missing, unexpected = learned.load_state_dict(fixed.state_dict(), strict=False)
+    assert not unexpected and all(k.endswith("shuffle.weight") for k in missing)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = fixed(x)
+        torch.testing.assert_close(learned(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(asx.freeze(learned)(x), expected, atol=0, rtol=0)
+
+
+def test_group_count_one_has_no_shuffle():
+    model = shufflenet_v1(1, 0.5, shuffle="learned")
+    assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
+
+
+@pytest.mark.parametrize("shuffle", ["fixed", "learned", "sinkhorn"])
+def test_a_few_training_steps_lower_the_loss(shuffle):
+    torch.manual_seed(0)
+    model = shufflenet_v1(3, 0.25, num_classes=4, stem="cifar", shuffle=shuffle)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 4, (16,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    asx.attach_projection(optimizer, model)
+    losses = []
+    for _ in range(12):
+        loss = nn.functional.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        (loss + 0.01 * asx.penalty(model)).backward()
+        optimizer.step()
+    assert losses[-1] < 0.25 * losses[0]
+    for _, module in asx.modules.learned_shuffles(model):
+        M = module.weight.detach()
+        assert (M >= 0).all()
+        # Approximately doubly stochastic: the default projection leaves up to ~2e-3 on the
+        # partly sparse 60 x 60 matrices of stage 4 here (the projection's own tests own 1e-4).
+        torch.testing.assert_close(M.sum(0), torch.ones(len(M)), atol=5e-3, rtol=0)
+        torch.testing.assert_close(M.sum(1), torch.ones(len(M)), atol=5e-3, rtol=0)
+
+
+def test_model_names_round_trip_and_unknown_names_are_rejected():
+    for name in MODEL_NAMES:
+        version, width, groups = parse_model_name(name)
+        assert model_name(version, width, groups) == name
+    assert parse_model_name("shufflenet_v1_g8_x0_25") == ("v1", 0.25, 8)
+    for bad in ("resnet18", "shufflenet_v2", "shufflenet_v1_x1_0", "shufflenet_v2_g3_x1_0"):
+        with pytest.raises(ValueError, match="unknown model"):
+            parse_model_name(bad)
+    with pytest.raises(ValueError, match="groups must be one of"):
+        build_model("shufflenet_v1_g5")
+    with pytest.raises(ValueError, match="width_mult must be one of"):
+        build_model("shufflenet_v2_x0_7")
+    with pytest.raises(ValueError, match="width_mult must lie in"):
+        shufflenet_v1(3, 3.0)
+    with pytest.raises(ValueError, match="stem must be one of"):
+        shufflenet_v2(1.0, stem="tiny")
+    with pytest.raises(ValueError, match="shuffle must be one of"):
+        shufflenet_v2(1.0, shuffle="random")
+
+
+def test_models_command_prints_params_and_flops(capsys):
+    models_main(["shufflenet_v2_x0_5", "shufflenet_v1_g3_x0_5"])
+    out = capsys.readouterr().out
+    assert "| shufflenet_v2_x0_5 | 1,366,792 | 230,400 | 40.5 |" in out
+    assert "| shufflenet_v1_g3_x0_5 |" in out

@@ -1,0 +1,112 @@
+"""The training loop: schedules, atomic checkpoints, exact resume, and a diverging run that
+keeps its last good checkpoint."""
+
+import pytest
+import torch
+
+from autoshuffle_ext.train import loop
+from autoshuffle_ext.train.checkpoint import atomic_save, load_checkpoint
+from autoshuffle_ext.train.cli import main
+from autoshuffle_ext.train.errors import CheckpointError
+from autoshuffle_ext.train.schedules import WarmupCosine, penalty_weight_at
+
+TINY = [
+    "--model", "shufflenet_v1_g3_x0_25", "--batch-size", "32", "--limit-batches", "3",
+    "--no-progress",
+]  # fmt: skip
+
+
+def test_warmup_then_cosine():
+    f = WarmupCosine(total_steps=10, warmup_steps=2)
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(2) == 1.0 and f(10) == pytest.approx(0.0)
+    assert f(6) == pytest.approx(0.5)
+    values = [f(s) for s in range(2, 11)]
+    assert values == sorted(values, reverse=True)
+
+
+def test_penalty_weight_ramps_then_holds():
+    assert penalty_weight_at(0, 100, 2.0, "linear", 0.5) == pytest.approx(2.0 / 50)
+    assert penalty_weight_at(24, 100, 2.0, "linear", 0.5) == pytest.approx(1.0)
+    assert penalty_weight_at(80, 100, 2.0, "linear", 0.5) == 2.0
+    assert penalty_weight_at(0, 100, 2.0, "constant") == 2.0
+    with pytest.raises(ValueError, match="schedule"):
+        penalty_weight_at(0, 100, 1.0, "cosine")
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    atomic_save({"epoch": 1}, path)
+    before = path.read_bytes()
+
+    def failing_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"epoch": 2}, path)
+    assert path.read_bytes() == before
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", {})
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a checkpoint of autoshuffle-train"):
+        load_checkpoint(tmp_path / "other.pt", {})
+
+
+def _final_state(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)
+
+
+@pytest.mark.parametrize("shuffle", ["learned", "sinkhorn"])
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, shuffle):
+    """Killed after epoch 1 (and again after epoch 2), resumed from the checkpoint: the same
+    weights, optimizer state and metrics as the run that never stopped."""
+    args = [*TINY, "--shuffle", shuffle, "--epochs", "3"]
+    assert main([*args, "--out", str(tmp_path / "straight")]) == 0
+    interrupted = [*args, "--out", str(tmp_path / "resumed")]
+    assert main([*interrupted, "--stop-after-epochs", "1"]) == 0
+    assert _final_state(tmp_path / "resumed" / shuffle)["epoch"] == 1
+    assert main([*interrupted, "--resume", "--stop-after-epochs", "1"]) == 0
+    assert main([*interrupted, "--resume"]) == 0
+
+    a, b = (
+        _final_state(tmp_path / "straight" / shuffle),
+        _final_state(tmp_path / "resumed" / shuffle),
+    )
+    assert a["epoch"] == b["epoch"] == 3 and a["step"] == b["step"]
+    assert a["model"].keys() == b["model"].keys()
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
+    drop_time = [{k: v for k, v in row.items() if k != "epoch_time"} for row in a["history"]]
+    assert drop_time == [{k: v for k, v in r.items() if k != "epoch_time"} for r in b["history"]]
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    calls = {"n": 0}
+    real = loop.task_loss
+
+    def diverging(logits, labels, smoothing):
+        calls["n"] += 1
+        loss = real(logits, labels, smoothing)
+        return loss * float("nan") if calls["n"] > 4 else loss  # in epoch 2 (3 steps each)
+
+    monkeypatch.setattr(loop, "task_loss", diverging)
+    out = tmp_path / "run"
+    code = main([*TINY, "--epochs", "3", "--out", str(out)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "non-finite loss at epoch 2, step 5" in err and "is kept unchanged" in err
+    state = _final_state(out / "learned")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len((out / "learned" / "metrics.csv").read_text().splitlines()) == 2  # header + 1
