@@ -1,0 +1,208 @@
+"""One signature for every solver: `solve(A, B, method, maximize=..., **options) -> MatchResult`.
+
+Methods:
+
+* `penalty`: the penalty path (`penalty_path.py`) on the convex relaxation, rounded, then
+  `faq_polish` (option `polish`); `restarts` starts from the barycenter and from random
+  points near it, all batched, and keeps the best.
+* `relaxation`: the same path without the penalty (the convex relaxation solved, then rounded):
+  the baseline AutoShuffleNet argues against.
+* `faq`, `2opt`: `scipy.optimize.quadratic_assignment`, the reference a user would otherwise
+  pick (options go to scipy: e.g. `maxiter`, `tol`, `P0`).
+
+The objective is scipy's: f(perm) = sum_ij A[i, j] B[perm[i], perm[j]]; `maximize=True` for
+graph matching (see `problems.py`). A and B may be batches [B, n, n]: the path solvers run them
+as one batch, the scipy ones one after the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import quadratic_assignment
+from torch import Tensor
+
+from ..doubly_stochastic import project_doubly_stochastic_
+from .penalty_path import PathOptions, penalty_path
+from .polish import faq_polish
+from .problems import check_pair, qap_objective
+from .relaxations import QuadraticRelaxation
+from .steps import as_stack, round_to_perms
+
+__all__ = ["SOLVERS", "MatchResult", "solve"]
+
+SOLVERS = ("penalty", "relaxation", "faq", "2opt")
+
+
+@dataclass
+class MatchResult:
+    """A solver's answer.
+
+    perm: int64 [n] (or [B, n]) on the inputs' device, P[i, perm[i]] = 1 (scipy's `col_ind`).
+    objective: float64 0-d (or [B]): f(perm) = sum_ij A[i, j] B[perm[i], perm[j]].
+    seconds: wall-clock time of the whole call.
+    diagnostics: solver-specific counts (iterations, restarts, ...).
+    """
+
+    perm: Tensor
+    objective: Tensor
+    seconds: float
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: objective as float(s), perm as 0-based list(s), seconds, diagnostics."""
+        return {
+            "objective": self.objective.tolist(),
+            "permutation": self.perm.tolist(),
+            "seconds": self.seconds,
+            "diagnostics": self.diagnostics,
+        }
+
+
+def _start_points(like: Tensor, restarts: int, spread: float, seed: int | None) -> Tensor:
+    """[..., restarts, n, n]: the barycenter, then random doubly stochastic points near it."""
+    n = like.shape[-1]
+    shape = (*like.shape[:-2], restarts, n, n)
+    M = torch.full(shape, 1.0 / n, dtype=like.dtype, device=like.device)
+    if restarts > 1:
+        gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        noise = torch.rand(shape, generator=gen, dtype=like.dtype).to(like.device)
+        project_doubly_stochastic_(as_stack(noise), iters=20)
+        M[..., 1:, :, :] = (1 - spread) * M[..., 1:, :, :] + spread * noise[..., 1:, :, :]
+    return M
+
+
+def _certified(relaxed: QuadraticRelaxation) -> Callable[[Tensor], bool]:
+    """A stopping rule: every problem of the batch has a restart whose row-wise argmax is a
+    permutation at which the convex relaxation (>= 0 everywhere) is 0, a global optimum.
+
+    For graph matching that is an exact isomorphism, ||A - P B P^T|| = 0. A permutation taking
+    every row's largest entry is also the maximum-weight rounding of M, so rounding M later
+    returns it.
+    """
+
+    def solved(M: Tensor) -> bool:
+        n = M.shape[-1]
+        perm = M.argmax(dim=-1)
+        is_perm = (perm.sort(dim=-1).values == torch.arange(n, device=M.device)).all(dim=-1)
+        if not bool(is_perm.any()):
+            return False
+        P = torch.zeros_like(M).scatter_(-1, perm[..., None], 1.0)
+        zero = relaxed.value(P) <= 1e-9 * (relaxed.A.square().sum(dim=(-2, -1)) + 1)
+        return bool((is_perm & zero).any(dim=-1).all())
+
+    return solved
+
+
+def _path_solver(
+    A: Tensor,
+    B: Tensor,
+    maximize: bool,
+    *,
+    penalty: bool,
+    restarts: int = 1,
+    spread: float = 0.5,
+    seed: int | None = None,
+    polish: bool | None = None,
+    relaxation: str | None = None,
+    **path_options: Any,
+) -> tuple[Tensor, dict[str, Any]]:
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if not 0 <= spread <= 1:
+        raise ValueError(f"spread must be in [0, 1], got {spread}")
+    known = {f.name for f in fields(PathOptions)} - {"penalty"}
+    unknown = set(path_options) - known
+    if unknown:
+        raise TypeError(f"unknown options {sorted(unknown)}; known: {sorted(known)}")
+    if not penalty:  # the relaxation alone is convex: Frank-Wolfe solves it best (measured)
+        path_options.setdefault("step", "frank-wolfe")
+        path_options.setdefault("max_iters", 100)
+    options = PathOptions(penalty=penalty, **path_options)
+    # Measured: the convex relaxation carries the signal for graph matching, but is nearly flat
+    # for quadratic assignment (non-negative flows and distances), where FAQ's is better.
+    relaxation = relaxation or ("convex" if maximize else "indefinite")
+    polish = penalty if polish is None else polish
+
+    # Restarts ride along as a batch dimension right before the matrices.
+    A_, B_ = A[..., None, :, :], B[..., None, :, :]
+    relaxed = QuadraticRelaxation(A_, B_, maximize=maximize, kind=relaxation)
+    convex = QuadraticRelaxation(A_, B_, maximize=maximize, kind="convex")
+    solved = _certified(convex)
+    path = penalty_path(relaxed, _start_points(A, restarts, spread, seed), options, solved=solved)
+    perm = round_to_perms(path.M)
+    exact = QuadraticRelaxation(A_, B_, maximize=maximize, kind="indefinite")
+    moves = 0
+    if polish and not path.solved:  # a certified permutation cannot be improved
+        perm, moves = faq_polish(exact, perm)
+    scores = exact.value(torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)[perm])
+    best = scores.argmin(dim=-1)
+    perm = torch.take_along_dim(perm, best[..., None, None], dim=-2).squeeze(-2)
+    diagnostics = {
+        "iterations": path.iterations,
+        "certified": path.solved,
+        "restarts": restarts,
+        "polish_steps": moves,
+    }
+    return perm, diagnostics
+
+
+def _scipy_solver(
+    A: Tensor, B: Tensor, maximize: bool, method: str, seed: int | None = None, **options: Any
+) -> tuple[Tensor, dict[str, Any]]:
+    An, Bn = A.cpu().numpy(), B.cpu().numpy()
+    flat_A, flat_B = An.reshape(-1, *An.shape[-2:]), Bn.reshape(-1, *Bn.shape[-2:])
+    opts = {"maximize": maximize, "rng": np.random.default_rng(seed), **options}
+    perms, iterations = [], []
+    for a, b in zip(flat_A, flat_B, strict=True):
+        res = quadratic_assignment(a, b, method=method, options=opts)
+        perms.append(res.col_ind)
+        iterations.append(int(res.nit))
+    perm = torch.from_numpy(np.stack(perms)).reshape(A.shape[:-1]).to(A.device)
+    return perm, {"iterations": iterations if len(iterations) > 1 else iterations[0]}
+
+
+def solve(
+    A: Tensor | np.ndarray,
+    B: Tensor | np.ndarray,
+    method: str = "penalty",
+    *,
+    maximize: bool = False,
+    **options: Any,
+) -> MatchResult:
+    """Finds a permutation optimising f(perm) = sum_ij A[i, j] B[perm[i], perm[j]].
+
+    Args:
+        A, B: [n, n] or [B, n, n] tensors or arrays (any real dtype; computed in float64 on A's
+            device, the assignments on the host).
+        method: one of `SOLVERS`.
+        maximize: False for quadratic assignment (QAPLIB), True for graph matching, where the
+            maximiser of f minimises ||A - P B P^T||_F^2.
+        **options: for `penalty`/`relaxation`: `restarts`, `spread` (how far restarts start
+            from the barycenter, in [0, 1]), `seed`, `polish`, `relaxation` ("convex" or
+            "indefinite") and the fields of `PathOptions` (`step`, `max_iters`, `warmup`,
+            `lambda0`, `growth`, `eta`, `scaling_iters`, `vertex_tol`); for `faq`/`2opt`:
+            `seed` and scipy's options.
+
+    Returns:
+        MatchResult (perm on the inputs' device, exact objective, seconds, diagnostics).
+
+    Raises:
+        TypeError / ValueError: A or B not square, of different shapes or devices, non-finite;
+            an unknown method or option; an option out of range.
+    """
+    start = time.perf_counter()
+    A, B = check_pair(A, B)
+    if method in ("penalty", "relaxation"):
+        perm, diagnostics = _path_solver(A, B, maximize, penalty=method == "penalty", **options)
+    elif method in ("faq", "2opt"):
+        perm, diagnostics = _scipy_solver(A, B, maximize, method, **options)
+    else:
+        raise ValueError(f"method must be one of {SOLVERS}, got {method!r}")
+    objective = qap_objective(A, B, perm)
+    return MatchResult(perm, objective, time.perf_counter() - start, diagnostics)

@@ -1,0 +1,113 @@
+"""Moves inside the Birkhoff polytope for a (penalised) objective with gradient H at M.
+
+* `mirror_step`: exponentiated gradient then matrix scaling (entropic mirror descent; the
+  scaling is the KL projection back onto the doubly stochastic matrices). Stays strictly inside
+  the polytope, batched, no host synchronisation; the step is normalised by the gradient's range
+  so that one `eta` fits every problem scale.
+* `frank_wolfe_step`: the vertex minimising <H, Q> (a linear assignment, solved on the host by
+  scipy), then the exact minimiser of a quadratic model along Q - M. Stays inside by convexity.
+* `projected_step`: AutoShuffleNet's update, a gradient step then thresholding at 0 and matrix
+  scaling (`project_doubly_stochastic_`).
+
+All take and return M of shape [..., n, n] (float64) and keep its device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from ..doubly_stochastic import project_doubly_stochastic_
+
+__all__ = [
+    "as_stack",
+    "assignment_perms",
+    "assignment_vertices",
+    "frank_wolfe_step",
+    "mirror_step",
+    "projected_step",
+    "round_to_perms",
+]
+
+
+def as_stack(M: Tensor) -> Tensor:
+    """M [..., n, n] viewed as [B, n, n], the shapes the package's ops take."""
+    return M.reshape(-1, *M.shape[-2:])
+
+
+def _normalised(H: Tensor) -> Tensor:
+    """H shifted and scaled to [0, 1] per matrix (a constant shift does not change a step)."""
+    low = H.amin(dim=(-2, -1), keepdim=True)
+    span = H.amax(dim=(-2, -1), keepdim=True) - low
+    return (H - low) / span.clamp_min(torch.finfo(H.dtype).tiny)
+
+
+def assignment_perms(H: Tensor) -> Tensor:
+    """perm[..., i] = column of row i in the assignment minimising sum_i H[i, perm[i]]."""
+    costs = H.detach().to("cpu").numpy()
+    flat = costs.reshape(-1, *costs.shape[-2:])
+    perms = np.stack([linear_sum_assignment(c)[1] for c in flat])
+    return torch.from_numpy(perms).reshape(H.shape[:-1]).to(H.device)
+
+
+def round_to_perms(M: Tensor) -> Tensor:
+    """The maximum-weight permutations of M ([..., n, n] -> [..., n]).
+
+    Where the row-wise argmax is already a permutation it is the answer (no assignment can beat
+    every row's maximum), which spares the assignment solve near a vertex.
+    """
+    perm = M.argmax(dim=-1)
+    identity = torch.arange(M.shape[-1], device=M.device)
+    if bool((perm.sort(dim=-1).values == identity).all()):
+        return perm
+    return assignment_perms(-M)
+
+
+def assignment_vertices(H: Tensor) -> Tensor:
+    """The permutation matrices Q minimising <H, Q> (Q[..., i, perm[i]] = 1), H's shape."""
+    perm = assignment_perms(H)
+    return torch.zeros_like(H).scatter_(-1, perm[..., None], 1.0)
+
+
+def mirror_step(M: Tensor, H: Tensor, eta: float, scaling_iters: int = 5) -> Tensor:
+    """M * exp(-eta * H / range(H)), rescaled towards doubly stochastic (a new tensor)."""
+    M = M * torch.exp(-eta * _normalised(H))
+    project_doubly_stochastic_(as_stack(M), iters=scaling_iters, polish=0)
+    return M
+
+
+def projected_step(M: Tensor, H: Tensor, eta: float, scaling_iters: int = 10) -> Tensor:
+    """Threshold + scaling of M - (eta / n) * H / range(H) (a new tensor).
+
+    The step moves an entry by at most eta / n, i.e. eta times the barycenter's entries.
+    """
+    n = M.shape[-1]
+    M = M - (eta / n) * _normalised(H)
+    project_doubly_stochastic_(as_stack(M), iters=scaling_iters)
+    return M
+
+
+def frank_wolfe_step(
+    M: Tensor, H: Tensor, curvature_of: Callable[[Tensor], Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One Frank-Wolfe step on a model m(M + tD) = m(M) + t <H, D> + t^2 curvature_of(D).
+
+    For the relaxations the model is exact; with a concave penalty linearised at M it is an
+    upper bound (the penalty lies below its tangent), so the true objective decreases too.
+
+    Returns:
+        (new M, vertex Q, slope <H, Q - M>, curvature), slope and curvature of shape M[..., 0, 0].
+    """
+    Q = assignment_vertices(H)
+    D = Q - M
+    slope = (H * D).sum(dim=(-2, -1))
+    curv = curvature_of(D)
+    # Minimiser on [0, 1] of slope t + curv t^2: the stationary point if convex, else an end.
+    interior = (-slope / (2 * curv).clamp_min(torch.finfo(M.dtype).tiny)).clamp(0.0, 1.0)
+    end = (slope + curv < 0).to(M.dtype)
+    t = torch.where(curv > 0, interior, end)
+    return M + t[..., None, None] * D, Q, slope, curv

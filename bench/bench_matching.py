@@ -1,0 +1,163 @@
+"""Graph matching / quadratic assignment: the penalty path vs the relaxation vs scipy.
+
+Two uses:
+
+* `pytest bench/bench_matching.py --benchmark-only`: time per solve (pytest-benchmark medians)
+  on one planted instance per (n, noise), every solver side by side.
+* `python bench/bench_matching.py [--trials 10]`: the tables of bench/RESULTS.md: exact
+  recovery and median time per solver on planted graphs (n = 20, 50, 100; noise 0 to 0.1),
+  QAPLIB-like instances (objective relative to FAQ), and the two-layer network.
+
+Single-threaded BLAS and torch for both sides (set before numpy/torch load): on a shared
+2-core machine, multi-threaded 100 x 100 products mostly measure contention.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import statistics  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from autoshuffle_ext.matching import (  # noqa: E402
+    SOLVERS,
+    planted_instance,
+    qaplib_like_instance,
+    solve,
+)
+
+torch.set_num_threads(1)
+
+SIZES = (20, 50, 100)
+NOISES = (0.0, 0.05, 0.1)
+
+
+@pytest.mark.parametrize("method", SOLVERS)
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+@pytest.mark.parametrize("n", SIZES)
+def test_solve_time(benchmark, n: int, noise: float, method: str) -> None:
+    if method == "2opt" and n == 100:
+        pytest.skip("2opt at n=100 takes seconds per call")
+    inst = planted_instance(n, 0.5, noise, generator=torch.Generator().manual_seed(n))
+    benchmark.group = f"planted n={n} noise={noise}"
+    benchmark(solve, inst.A, inst.B, method, maximize=True, seed=0)
+
+
+def recovery_table(trials: int, solvers: tuple[str, ...]) -> list[str]:
+    rows = [
+        "| n | noise | "
+        + " | ".join(f"{s} rec. | {s} ms" for s in solvers)
+        + " | penalty / faq time |",
+        "|---|---|" + "---|---|" * len(solvers) + "---|",
+    ]
+    warm = planted_instance(8, generator=torch.Generator().manual_seed(0))
+    for method in solvers:
+        solve(warm.A, warm.B, method, maximize=True)
+    for n in SIZES:
+        for noise in NOISES:
+            gen = torch.Generator().manual_seed(1000 + n)
+            insts = [planted_instance(n, 0.5, noise, generator=gen) for _ in range(trials)]
+            cells, medians = [], {}
+            for method in solvers:
+                hits, times = 0, []
+                for inst in insts:
+                    r = solve(inst.A, inst.B, method, maximize=True, seed=0)
+                    hits += bool(torch.equal(r.perm, inst.perm))
+                    times.append(r.seconds * 1e3)
+                medians[method] = statistics.median(times)
+                cells += [f"{hits}/{trials}", f"{medians[method]:.1f}"]
+            ratio = medians["penalty"] / medians["faq"]
+            rows.append(f"| {n} | {noise} | " + " | ".join(cells) + f" | {ratio:.2f}x |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def qap_table(instances: int) -> list[str]:
+    """Objective / FAQ's per instance (lower is better), and wins/ties/losses against FAQ."""
+    configs = {
+        "penalty": ("penalty", {}),
+        "penalty x8": ("penalty", {"restarts": 8}),
+        "faq x8": ("faq", {"P0": "randomized"}),
+        "2opt": ("2opt", {}),
+    }
+    rows = [
+        "| kind | n | " + " | ".join(f"{c} obj/faq (w/t/l) | ms" for c in configs) + " | faq ms |",
+        "|---|---|" + "---|---|" * len(configs) + "---|",
+    ]
+    for kind in ("grid", "uniform"):
+        for n in (12, 25, 50):
+            gen = torch.Generator().manual_seed(n)
+            insts = [qaplib_like_instance(n, kind, generator=gen) for _ in range(instances)]
+            faq = [solve(F, D, "faq", seed=0) for F, D in insts]
+            cells = []
+            for method, opts in configs.values():
+                ratios, times, wins, ties, losses = [], [], 0, 0, 0
+                for (F, D), ref in zip(insts, faq, strict=True):
+                    if method == "faq":  # best of 8 randomized starts, the fair restart baseline
+                        runs = [solve(F, D, "faq", seed=s, **opts) for s in range(8)]
+                        obj = min(r.objective.item() for r in runs)
+                        times.append(sum(r.seconds for r in runs) * 1e3)
+                    else:
+                        r = solve(F, D, method, seed=0, **opts)
+                        obj = r.objective.item()
+                        times.append(r.seconds * 1e3)
+                    base = ref.objective.item()
+                    ratios.append(obj / base)
+                    wins, ties, losses = (
+                        wins + (obj < base),
+                        ties + (obj == base),
+                        losses + (obj > base),
+                    )
+                cells += [
+                    f"{statistics.mean(ratios):.4f} ({wins}/{ties}/{losses})",
+                    f"{statistics.median(times):.1f}",
+                ]
+            faq_ms = statistics.median(r.seconds * 1e3 for r in faq)
+            rows.append(f"| {kind} | {n} | " + " | ".join(cells) + f" | {faq_ms:.1f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def two_layer_table(trials: int) -> list[str]:
+    from autoshuffle_ext.matching.two_layer import compare_penalty_relaxation
+
+    rows = ["| n | d | penalty rec. | relaxation rec. | penalty loss | relaxation loss |"]
+    rows.append("|---|---|---|---|---|---|")
+    for n, d in ((4, 16), (6, 20), (8, 32)):
+        r = compare_penalty_relaxation(n, d, trials, seed=0)
+        rows.append(
+            f"| {n} | {d} | {r['penalty']:.2f} | {r['relaxation']:.2f} | "
+            f"{r['penalty_loss']:.4f} | {r['relaxation_loss']:.4f} |"
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--qap-instances", type=int, default=5)
+    p.add_argument("--two-layer-trials", type=int, default=20)
+    p.add_argument("--skip", nargs="*", default=[], choices=["planted", "qap", "two-layer"])
+    args = p.parse_args()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, 1 thread"
+    )
+    if "planted" not in args.skip:
+        recovery_table(args.trials, ("penalty", "relaxation", "faq", "2opt"))
+    if "qap" not in args.skip:
+        qap_table(args.qap_instances)
+    if "two-layer" not in args.skip:
+        two_layer_table(args.two_layer_trials)
+
+
+if __name__ == "__main__":
+    main()
