@@ -1,0 +1,52 @@
+"""autoshuffle_ext: learned channel permutations (AutoShuffleNet) for PyTorch."""
+
+from ._extension import extension_available
+from .doubly_stochastic import (
+    distance_to_permutation,
+    permutation_matrix,
+    project_doubly_stochastic_,
+    round_to_permutation,
+)
+from .modules import (
+    FixedShuffle,
+    HardShuffle,
+    LearnedShuffle,
+    SinkhornShuffle,
+    attach_projection,
+    freeze,
+    learned_matrices,
+    penalty,
+    shuffle_report,
+)
+from .ops import (
+    channel_gather,
+    fixed_shuffle_perm,
+    inverse_permutation,
+    l1l2_penalty,
+    l1l2_penalty_grad,
+    shuffle_mix,
+)
+
+__all__ = [
+    "FixedShuffle",
+    "HardShuffle",
+    "LearnedShuffle",
+    "SinkhornShuffle",
+    "attach_projection",
+    "channel_gather",
+    "distance_to_permutation",
+    "extension_available",
+    "fixed_shuffle_perm",
+    "freeze",
+    "inverse_permutation",
+    "l1l2_penalty",
+    "l1l2_penalty_grad",
+    "learned_matrices",
+    "penalty",
+    "permutation_matrix",
+    "project_doubly_stochastic_",
+    "round_to_permutation",
+    "shuffle_mix",
+    "shuffle_report",
+]
+__version__ = "0.1.0"
