@@ -13,8 +13,10 @@ def extensions():
     # OpenMP: without it at::parallel_for runs every loop on one thread.
     cxx = ["-O3", "-fopenmp", "-DPy_LIMITED_API=0x030A0000"]
     link = ["-fopenmp"]
-    with_cuda = torch.cuda.is_available() or os.environ.get("FORCE_CUDA") == "1"
-    with_cuda = with_cuda and torch.version.cuda is not None and CUDA_HOME is not None
+    # CUDA kernels whenever torch is a CUDA build and nvcc is found (a GPU need not be present);
+    # AUTOSHUFFLE_CPU_ONLY=1 skips them.
+    with_cuda = torch.version.cuda is not None and CUDA_HOME is not None
+    with_cuda = with_cuda and os.environ.get("AUTOSHUFFLE_CPU_ONLY") != "1"
     if with_cuda:
         sources += sorted(glob.glob("csrc/cuda/*.cu"))
         return [
@@ -41,6 +43,7 @@ setup(
     # The Triton kernels live at the top level (kernels/) and install as autoshuffle_ext.kernels.
     packages=[*find_packages(include=["autoshuffle_ext*"]), "autoshuffle_ext.kernels"],
     package_dir={"autoshuffle_ext.kernels": "kernels"},
+    package_data={"autoshuffle_ext.matching": ["examples/*.dat"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},

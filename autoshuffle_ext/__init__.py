@@ -1,5 +1,6 @@
 """autoshuffle_ext: learned channel permutations (AutoShuffleNet) for PyTorch."""
 
+from . import models
 from ._extension import extension_available
 from .doubly_stochastic import (
     distance_to_permutation,
@@ -42,6 +43,7 @@ __all__ = [
     "l1l2_penalty",
     "l1l2_penalty_grad",
     "learned_matrices",
+    "models",
     "penalty",
     "permutation_matrix",
     "project_doubly_stochastic_",

@@ -47,7 +47,7 @@ for pkg in pytest_benchmark:pytest-benchmark hypothesis:hypothesis; do
     fi
 done
 
-step build env FORCE_CUDA=1 python3 -m pip install -e . --no-build-isolation --no-deps
+step build python3 -m pip install -e . --no-build-isolation --no-deps
 
 step registered python3 - <<'EOF'
 import torch
