@@ -65,9 +65,11 @@ def project_doubly_stochastic_(
         polish: alternating projection rounds after scaling (0 for the paper's scaling alone).
 
     Returns:
-        M itself: non-negative, rows and columns summing to 1 within about 1e-4 at the defaults
-        (far closer on dense matrices). A row or column that thresholding leaves all zero is
-        reset to uniform, since no scaling can bring it back.
+        M itself, non-negative. At the defaults rows and columns sum to 1 within about 1e-4 on
+        dense matrices; on matrices that thresholding leaves mostly zero (late in training)
+        alternating projections slow down and leave up to about 5e-3 (measured on 60 x 60,
+        40-70% zeros), which `polish=300` brings below 1e-6. A row or column that thresholding
+        leaves all zero is reset to uniform, since no scaling can bring it back.
 
     Raises:
         TypeError / ValueError: M is not a floating [n, n] or [B, n, n] tensor; iters or
