@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +16,19 @@ from autoshuffle_ext.matching.two_layer import (
     plot_path,
     relu_kernel,
     solve_two_layer,
+    start_points,
     two_layer_problem,
+    two_layer_problems,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Hundreds of steps on 4 x 4 matrices: threads only add contention (5x slower, measured).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _random_ds(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -65,18 +77,44 @@ def test_gradient_matches_finite_differences() -> None:
     assert (problem.grad(M) * D).sum().item() == pytest.approx(numeric, rel=1e-6, abs=1e-9)
 
 
-def test_penalty_recovers_at_least_as_often_as_relaxation() -> None:
-    rates = compare_penalty_relaxation(4, 16, 6, seed=4)
-    assert rates["penalty"] >= rates["relaxation"]
-    assert rates["penalty"] > 0
+def test_batched_problems_match_one_by_one() -> None:
+    problems = two_layer_problems(4, 6, 3, generator=torch.Generator().manual_seed(6))
+    M = _random_ds(4, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(6)
+    for k in range(3):
+        one = two_layer_problem(4, 6, generator=gen)
+        assert torch.equal(one.perm, problems.perm[k])
+        assert problems.loss(M)[k].item() == pytest.approx(one.loss(M).item(), rel=1e-12)
+
+
+def test_penalty_recovers_planted_perms_and_relaxation_stays_inside() -> None:
+    # 8 starts per instance, the one of least loss at its rounding kept: a trial's answer.
+    rates = compare_penalty_relaxation(4, 16, 10, starts=8, seed=4)
+    assert rates["penalty_best"] >= 0.8
+    assert rates["penalty_best"] >= rates["relaxation_best"]
+    # The paper's point: unpenalised, M ends away from every permutation; penalised, at one.
+    assert rates["relaxation_distance"] > 0.1 and rates["relaxation_penalty"] > 0.2
+    assert rates["penalty_distance"] < 0.05 and rates["penalty_penalty"] < 0.1
 
 
 def test_penalty_path_ends_at_a_permutation_and_plots(tmp_path: Path) -> None:
     problem = two_layer_problem(4, 10, generator=torch.Generator().manual_seed(5))
-    perm, path = solve_two_layer(problem, penalty=True, record=True, warmup=20, max_iters=300)
+    perm, path = solve_two_layer(problem, penalty=True, record=True)
     assert torch.equal(perm.sort().values, torch.arange(4))
-    assert path.history["penalty"][-1].item() < 0.1 * path.history["penalty"][0].item() + 1e-3
+    assert path.history["penalty"][-1].item() < 0.1 * path.history["penalty"][0].item()
     _, relaxed = solve_two_layer(problem, penalty=False, record=True, max_iters=50)
     png = tmp_path / "path.png"
     plot_path({"penalty": path, "relaxation": relaxed}, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_arguments_raise() -> None:
+    with pytest.raises(ValueError, match="starts must be >= 1, got 0"):
+        start_points(4, 0, 0.5)
+    with pytest.raises(ValueError, match=r"spread must be in \[0, 1\], got 1.5"):
+        start_points(4, 2, 1.5)
+    with pytest.raises(ValueError, match="count must be >= 1, got 0"):
+        two_layer_problems(4, 6, 0)
+    problems = two_layer_problems(4, 6, 2, generator=torch.Generator().manual_seed(8))
+    with pytest.raises(ValueError, match=r"one problem and M \[n, n\], got W \(2, 4, 6\)"):
+        monte_carlo_loss(problems, torch.eye(4, dtype=torch.float64), 10)

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solver", choices=SOLVERS, action="append", help="repeatable; default all")
     p.add_argument("--restarts", type=int, default=1, help="restarts of the path solvers")
+    p.add_argument("--starts", type=int, default=1, help="starts per instance with --two-layer")
     p.add_argument("--qap", metavar="FILE", help="solve a QAPLIB .dat instance (minimise)")
     p.add_argument("--two-layer", action="store_true", help="the two-layer network example")
     p.add_argument("--dim", type=int, default=20, help="input dimension with --two-layer")
@@ -84,7 +85,9 @@ def _run_planted(args: argparse.Namespace, solvers: Sequence[str]) -> dict:
 def _run_two_layer(args: argparse.Namespace) -> dict:
     from .two_layer import compare_penalty_relaxation, plot_path, solve_two_layer, two_layer_problem
 
-    out = compare_penalty_relaxation(args.n, args.dim, args.trials, seed=args.seed)
+    out = compare_penalty_relaxation(
+        args.n, args.dim, args.trials, starts=args.starts, seed=args.seed
+    )
     if args.plot:
         problem = two_layer_problem(
             args.n, args.dim, generator=torch.Generator().manual_seed(args.seed)
@@ -115,9 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(out, indent=2))
         return 0
     if args.two_layer:
-        print(f"two-layer network, n={args.n} hidden units, d={args.dim}, {args.trials} trials")
+        print(
+            f"two-layer network, n={args.n} hidden units, d={args.dim}, {args.trials} trials, "
+            f"{args.starts} starts each"
+        )
         for name in ("penalty", "relaxation"):
-            print(f"  {name:<11} recovery {out[name]:.2f}   mean loss {out[name + '_loss']:.4g}")
+            print(
+                f"  {name:<11} recovery {out[name]:.2f} (best start {out[name + '_best']:.2f})"
+                f"   loss at rounding {out[name + '_loss']:.4g}"
+                f"   final P(M) {out[name + '_penalty']:.3g}"
+                f"   distance to rounding {out[name + '_distance']:.3g}"
+            )
         if args.plot:
             print(f"  plot: {args.plot}")
     elif args.qap:

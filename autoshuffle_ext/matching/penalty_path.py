@@ -22,11 +22,12 @@ import torch
 from torch import Tensor
 
 from ..ops.penalty import l1l2_penalty, l1l2_penalty_grad
-from .steps import as_stack, frank_wolfe_step, mirror_step, projected_step
+from .steps import as_stack, frank_wolfe_step, gradient_step, mirror_step, projected_step
 
 __all__ = ["PathOptions", "PathResult", "StepKind", "distance_to_vertex", "penalty_path"]
 
-StepKind = Literal["mirror", "frank-wolfe", "projected"]
+StepKind = Literal["mirror", "frank-wolfe", "projected", "gradient"]
+STEP_KINDS = ("mirror", "frank-wolfe", "projected", "gradient")
 
 
 class Objective(Protocol):
@@ -47,16 +48,16 @@ class PathOptions:
     eta: float = 8.0
     scaling_iters: int = 5
     vertex_tol: float = 1e-2
+    # Without the penalty the path ends once no entry moved more than this in a step.
+    stall_tol: float = 1e-12
 
     def __post_init__(self) -> None:
-        if self.step not in ("mirror", "frank-wolfe", "projected"):
-            raise ValueError(
-                f"step must be 'mirror', 'frank-wolfe' or 'projected', got {self.step!r}"
-            )
+        if self.step not in STEP_KINDS:
+            raise ValueError(f"step must be one of {STEP_KINDS}, got {self.step!r}")
         for name in ("max_iters", "warmup", "scaling_iters"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lambda0", "eta", "vertex_tol"):
+        for name in ("lambda0", "eta", "vertex_tol", "stall_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not self.growth >= 1:
@@ -120,6 +121,8 @@ def penalty_path(
             M_next = mirror_step(M, H, opts.eta, opts.scaling_iters)
         elif opts.step == "projected":
             M_next = projected_step(M, H, opts.eta, opts.scaling_iters)
+        elif opts.step == "gradient":
+            M_next = gradient_step(M, H, opts.eta, opts.scaling_iters)
         else:
             M_next = frank_wolfe_step(M, H, objective.curvature)[0]
         iters = k + 1
@@ -133,6 +136,6 @@ def penalty_path(
         else:
             moved = (M_next - M).abs().amax()
             M = M_next
-            if not opts.penalty and bool(moved <= 1e-12):
+            if not opts.penalty and bool(moved <= opts.stall_tol):
                 break
     return PathResult(M, iters, done, history if record else {})

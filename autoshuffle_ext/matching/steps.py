@@ -7,7 +7,9 @@
 * `frank_wolfe_step`: the vertex minimising <H, Q> (a linear assignment, solved on the host by
   scipy), then the exact minimiser of a quadratic model along Q - M. Stays inside by convexity.
 * `projected_step`: AutoShuffleNet's update, a gradient step then thresholding at 0 and matrix
-  scaling (`project_doubly_stochastic_`).
+  scaling (`project_doubly_stochastic_`), the step normalised by the gradient's range.
+* `gradient_step`: the same update with the raw gradient, M - eta * H: steps shrink with the
+  gradient, so the plain relaxation converges to a stationary point (the paper's training).
 
 All take and return M of shape [..., n, n] (float64) and keep its device.
 """
@@ -28,6 +30,7 @@ __all__ = [
     "assignment_perms",
     "assignment_vertices",
     "frank_wolfe_step",
+    "gradient_step",
     "mirror_step",
     "projected_step",
     "round_to_perms",
@@ -87,6 +90,13 @@ def projected_step(M: Tensor, H: Tensor, eta: float, scaling_iters: int = 10) ->
     """
     n = M.shape[-1]
     M = M - (eta / n) * _normalised(H)
+    project_doubly_stochastic_(as_stack(M), iters=scaling_iters)
+    return M
+
+
+def gradient_step(M: Tensor, H: Tensor, eta: float, scaling_iters: int = 10) -> Tensor:
+    """Threshold + scaling of M - eta * H (a new tensor)."""
+    M = M - eta * H
     project_doubly_stochastic_(as_stack(M), iters=scaling_iters)
     return M
 
