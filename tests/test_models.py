@@ -145,10 +145,10 @@ def test_a_few_training_steps_lower_the_loss(shuffle):
     for _, module in asx.modules.learned_shuffles(model):
         M = module.weight.detach()
         assert (M >= 0).all()
-        # Approximately doubly stochastic: the default projection leaves up to ~2e-3 on the
-        # partly sparse 60 x 60 matrices of stage 4 here (the projection's own tests own 1e-4).
-        torch.testing.assert_close(M.sum(0), torch.ones(len(M)), atol=5e-3, rtol=0)
-        torch.testing.assert_close(M.sum(1), torch.ones(len(M)), atol=5e-3, rtol=0)
+        # Doubly stochastic within 1e-4, also for the 40-70% zero 60 x 60 matrices of the last
+        # stage here, on which alternating projections used to stall at ~2e-3.
+        torch.testing.assert_close(M.sum(0), torch.ones(len(M)), atol=1e-4, rtol=0)
+        torch.testing.assert_close(M.sum(1), torch.ones(len(M)), atol=1e-4, rtol=0)
 
 
 def test_model_names_round_trip_and_unknown_names_are_rejected():
