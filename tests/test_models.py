@@ -176,3 +176,19 @@ def test_models_command_prints_params_and_flops(capsys):
     out = capsys.readouterr().out
     assert "| shufflenet_v2_x0_5 | 1,366,792 | 230,400 | 40.5 |" in out
     assert "| shufflenet_v1_g3_x0_5 |" in out
+
+
+def test_frozen_model_exports_with_its_gathers():
+    # Deployment path: train soft, freeze to exact gathers, export the inference graph.
+    torch.manual_seed(0)
+    model = shufflenet_v2(0.5, num_classes=10, stem="cifar", shuffle="learned").eval()
+    frozen = asx.freeze(model).eval()
+    x = torch.randn(2, 3, 32, 32)
+    program = torch.export.export(frozen, (x,))
+    gathers = [
+        node
+        for node in program.graph.nodes
+        if node.target is torch.ops.autoshuffle_ext.channel_gather.default
+    ]
+    assert len(gathers) == sum(isinstance(m, asx.HardShuffle) for m in frozen.modules()) > 0
+    torch.testing.assert_close(program.module()(x), frozen(x), atol=0, rtol=0)
