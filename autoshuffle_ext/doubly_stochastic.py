@@ -34,21 +34,23 @@ def _scale_(M: torch.Tensor, iters: int) -> None:
         M.div_(M.sum(dim=-1, keepdim=True))
 
 
-def _shift(A: torch.Tensor, dim: int, tau: torch.Tensor | None, steps: int) -> torch.Tensor:
+def _shift(
+    A: torch.Tensor, dim: int, tau: torch.Tensor | None, steps: int, work: torch.Tensor
+) -> torch.Tensor:
     """tau with sum over `dim` of max(A - tau, 0) = 1 for every line of A along `dim`.
 
     Newton's method on that convex, decreasing, piecewise linear function of tau: from the
     left of the root it climbs monotonically, from the right its first step lands left of it,
     and it is exact once the set of positive entries settles. Without a warm start it begins
-    at the mean shift, left of the root. No sort, no host sync.
+    at the mean shift, left of the root. No sort, no host sync; `work` is scratch of A's shape.
     """
     if tau is None:
         tau = (A.sum(dim, keepdim=True) - 1) / A.shape[dim]
     for _ in range(steps):
-        positive = (A - tau).clamp_(min=0)
-        excess = positive.sum(dim, keepdim=True) - 1
+        torch.sub(A, tau, out=work).clamp_(min=0)
+        excess = work.sum(dim, keepdim=True) - 1
         # sign() counts the positive entries ~4x faster than a boolean sum on the CPU.
-        tau = tau + excess / positive.sign_().sum(dim, keepdim=True).clamp_(min=1)
+        tau = tau + excess / work.sign_().sum(dim, keepdim=True).clamp_(min=1)
     return tau
 
 
@@ -58,13 +60,22 @@ def _polish_(M: torch.Tensor, rounds: int) -> None:
     # dual solves for u given v (rows), then v given u (columns), each warm-started from the
     # round before, where one Newton step mostly suffices. Unlike alternating projections it
     # does not stall where many entries sit at 0 (sparse M late in training).
+    if rounds == 0:
+        return
+    # Two scratch buffers for all rounds: a fresh [B, n, n] temporary per op cost 10x the
+    # arithmetic on large stacks (page faults of new allocations).
+    shifted, work = torch.empty_like(M), torch.empty_like(M)
     u = v = None
     for r in range(rounds):
         steps = FIRST_NEWTON_STEPS if r == 0 else 1
-        u = _shift(M if v is None else M - v, -1, u, steps)
-        v = _shift(M - u, -2, v, steps)
-    if rounds:
-        torch.clamp(M - u - v, min=0, out=M)
+        if v is None:
+            shifted.copy_(M)
+        else:
+            torch.sub(M, v, out=shifted)
+        u = _shift(shifted, -1, u, steps, work)
+        torch.sub(M, u, out=shifted)
+        v = _shift(shifted, -2, v, steps, work)
+    M.sub_(u).sub_(v).clamp_(min=0)
 
 
 @torch.no_grad()
