@@ -41,9 +41,13 @@ def extensions():
 
 setup(
     # The Triton kernels live at the top level (kernels/) and install as autoshuffle_ext.kernels.
-    packages=[*find_packages(include=["autoshuffle_ext*"]), "autoshuffle_ext.kernels"],
+    packages=[
+        *find_packages(include=["autoshuffle_ext*"]),
+        "autoshuffle_ext.kernels",
+        "autoshuffle_ext.matching.examples",  # data only: the QAPLIB-format example
+    ],
     package_dir={"autoshuffle_ext.kernels": "kernels"},
-    package_data={"autoshuffle_ext.matching": ["examples/*.dat"]},
+    package_data={"autoshuffle_ext.matching.examples": ["*.dat"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension},
     options={"bdist_wheel": {"py_limited_api": "cp310"}},
