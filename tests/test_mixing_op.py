@@ -40,6 +40,7 @@ CASES = [
     ((2, 5, 3, 4), "channels_last"),
     ((3, 37, 5, 7), "contiguous"),
     ((3, 37, 5, 7), "channels_last"),
+    ((2, 7, 9, 8), "contiguous"),  # >= 64 pixels per plane: the batched weight gradient
     ((2, 5, 3, 4), "strided"),
     ((4, 1, 3, 3), "contiguous"),
     ((6, 11), "contiguous"),

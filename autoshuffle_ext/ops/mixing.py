@@ -98,12 +98,23 @@ def mix_aten(x: Tensor, A: Tensor) -> Tensor:
     return y
 
 
+# Below this many pixels per plane the NCHW weight gradient is one GEMM over copied rows.
+SMALL_PLANE = 64
+
+
 def mix_weight_grad_aten(dy: Tensor, x: Tensor) -> Tensor:
     """sum over batch and pixels of dy x^T ([C, C], float32 or float64)."""
     acc = norm_dtype(x.dtype)
     if mix_is_channels_last(dy) and mix_is_channels_last(x):
         return torch.mm(_rows(dy).t(), _rows(x)).to(acc)
-    dm = torch.matmul(_planes(dy), _planes(x).transpose(1, 2))  # [N, C, C]
+    dy_planes, x_planes = _planes(dy), _planes(x)
+    if x_planes.shape[-1] < SMALL_PLANE:
+        # N GEMMs with an inner dimension of only H * W run far below the BLAS rate (2.8x
+        # slower at [32, 464, 4, 4]); one GEMM over [C, N * H * W] copies of both wins there.
+        dy_rows = dy_planes.transpose(0, 1).reshape(dy.shape[1], -1)
+        x_rows = x_planes.transpose(0, 1).reshape(x.shape[1], -1)
+        return torch.mm(dy_rows, x_rows.t()).to(acc)
+    dm = torch.matmul(dy_planes, x_planes.transpose(1, 2))  # [N, C, C]
     return dm.sum(0, dtype=acc)
 
 
