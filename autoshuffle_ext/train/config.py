@@ -9,7 +9,14 @@ __all__ = ["RUNTIME_FIELDS", "TrainConfig"]
 
 # Fields that only say where and how fast a run goes: a resumed run may change them. Every other
 # field shapes the saved state or the trajectory, so a checkpoint must agree on it.
-RUNTIME_FIELDS = ("data_dir", "device", "workers", "progress", "stop_after_epochs")
+RUNTIME_FIELDS = (
+    "data_dir",
+    "device",
+    "workers",
+    "progress",
+    "stop_after_epochs",
+    "channels_last",
+)
 
 
 @dataclass
@@ -40,6 +47,7 @@ class TrainConfig:
     crop_padding: int | None = None
     seed: int = 0
     device: str = "auto"
+    channels_last: bool = False
     workers: int = 0
     limit_batches: int | None = None
     stop_after_epochs: int | None = None

@@ -122,6 +122,11 @@ def _sync_buffers(model: nn.Module, ctx: DistContext) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def memory_format(config: TrainConfig) -> torch.memory_format:
+    """The memory format of the model's weights and of every batch."""
+    return torch.channels_last if config.channels_last else torch.contiguous_format
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -140,7 +145,8 @@ def evaluate(
     ):
         if config.limit_batches is not None and i >= config.limit_batches:
             break
-        x = normalize(images, data.mean, data.std).to(device)
+        x = normalize(images, data.mean, data.std)
+        x = x.to(device, memory_format=memory_format(config))
         labels = labels.to(device)
         logits = model(x)
         total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
@@ -191,7 +197,7 @@ class _Run:
             raise ConfigError(str(error)) from None
         size = config.image_size
         self.complexity = measure(model, (3, size, size))
-        self.model = model.to(device)
+        self.model = model.to(device, memory_format=memory_format(config))
         self.optimizer = torch.optim.SGD(
             _param_groups(model, config),
             lr=config.lr,
@@ -270,7 +276,8 @@ class _Run:
         images = random_crop(images, config.crop_padding, generator)
         if config.flip:
             images = random_flip(images, generator)
-        return normalize(images, self.data.mean, self.data.std).to(self.device)
+        images = normalize(images, self.data.mean, self.data.std)
+        return images.to(self.device, memory_format=memory_format(config))
 
     def _check_finite(self, loss: torch.Tensor, task: torch.Tensor, pen: torch.Tensor) -> None:
         finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
