@@ -33,17 +33,23 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("batch", [32])
 @pytest.mark.parametrize("name", TRAIN_MODELS)
 @pytest.mark.parametrize("shuffle", ["fixed", "learned", "sinkhorn"])
-def test_train_step(benchmark, shuffle, name, batch, device):
-    benchmark.group = f"train step {name} cifar 32x32 batch {batch} {device}"
+def test_train_step(benchmark, shuffle, name, batch, layout, device):
+    benchmark.group = f"train step {name} cifar 32x32 batch {batch} {layout} {device}"
     torch.manual_seed(0)
-    model = build_model(name, num_classes=10, stem="cifar", shuffle=shuffle).to(device)
+    fmt = LAYOUTS[layout]  # what `autoshuffle-train --channels-last` does
+    model = build_model(name, num_classes=10, stem="cifar", shuffle=shuffle)
+    model = model.to(device, memory_format=fmt)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     asx.attach_projection(optimizer, model)
-    x = torch.randn(batch, 3, 32, 32, device=device)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=device)
 
     def step():
