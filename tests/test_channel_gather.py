@@ -332,7 +332,7 @@ _ISA_CHECK = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.complex128]
     for dtype in dtypes:
-        for shape in [(2, 116, 3, 5), (1, 7, 2, 2), (3, 33, 1, 3)]:
+        for shape in [(2, 116, 3, 5), (1, 7, 2, 2), (3, 33, 1, 3), (1, 128, 3, 1)]:
             x = torch.randn(shape, generator=g).to(dtype).contiguous(
                 memory_format=torch.channels_last)
             perm = torch.randperm(shape[1], generator=g)
@@ -352,3 +352,20 @@ def test_narrower_cpu_paths(capability):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+@pytest.mark.parametrize(
+    "channels", [1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 97, 112, 116, 127, 128, 129, 144]
+)
+@pytest.mark.parametrize("pixels", [1, 2, 3, 7])
+def test_channels_last_register_boundaries(channels, pixels):
+    # Channels-last float32 with C <= 128 permutes whole pixels in registers (one template per
+    # register count, odd and even pixel counts, a partial last register); above it, gathers.
+    g = torch.Generator().manual_seed(channels * 10 + pixels)
+    x = torch.randn(2, channels, pixels, 1, generator=g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    repeats = torch.randint(0, channels, (channels,), generator=g)  # as validate=False allows
+    for perm in [torch.randperm(channels, generator=g), repeats]:
+        y = OP(x, perm)
+        assert torch.equal(y, x[:, perm])
+        assert y.is_contiguous(memory_format=torch.channels_last)

@@ -111,6 +111,18 @@ void test_values() {
   }
 }
 
+// Channels-last float32 with C <= 128 permutes whole pixels in registers: every register count,
+// partial last registers, odd pixel counts, and the gathers just above.
+void test_register_boundaries() {
+  for (int64_t c : {1, 15, 16, 17, 31, 32, 33, 63, 64, 65, 97, 116, 127, 128, 129}) {
+    for (int64_t w : {1, 3}) {
+      const at::Tensor x = at::randn({2, c, 1, w}).contiguous(at::MemoryFormat::ChannelsLast);
+      check_gather(x, x.is_contiguous() ? at::MemoryFormat::Contiguous
+                                        : at::MemoryFormat::ChannelsLast);
+    }
+  }
+}
+
 void test_errors() {
   const auto op = gather_op();
   const at::Tensor x = at::randn({2, 4, 3, 3});
@@ -151,6 +163,7 @@ void test_autograd() {
 int main() {
   at::manual_seed(0);
   test_values();
+  test_register_boundaries();
   test_errors();
   test_autograd();
   if (failures) {
