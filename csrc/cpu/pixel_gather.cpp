@@ -127,8 +127,9 @@ __attribute__((target("avx512f,avx512vl"))) void avx512_pixels(const char* src, 
 // registers, so each output vector is built in registers with one vpermt2d per register pair plus
 // blends, about 2x faster than 16-lane gathers while the tensor sits in cache. Larger C keeps the
 // gathers (the permutes per output vector grow with C, and big tensors are memory-bound anyway).
-// perm may repeat entries (validate=False): any mapping works. V is a template argument so the sequence is fixed and branch-free: every pair is
-// permuted for every output vector, whether or not it contributes lanes.
+// perm may repeat entries (validate=False): any mapping works. V is a template argument so the
+// sequence is fixed and branch-free: every pair is permuted for every output vector, whether or
+// not it contributes lanes.
 constexpr int kMaxPermuteRegs = 8;
 
 struct PermutePlan {
