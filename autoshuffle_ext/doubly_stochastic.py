@@ -68,11 +68,7 @@ def _polish_(M: torch.Tensor, rounds: int) -> None:
     u = v = None
     for r in range(rounds):
         steps = FIRST_NEWTON_STEPS if r == 0 else 1
-        if v is None:
-            shifted.copy_(M)
-        else:
-            torch.sub(M, v, out=shifted)
-        u = _shift(shifted, -1, u, steps, work)
+        u = _shift(M if v is None else torch.sub(M, v, out=shifted), -1, u, steps, work)
         torch.sub(M, u, out=shifted)
         v = _shift(shifted, -2, v, steps, work)
     M.sub_(u).sub_(v).clamp_(min=0)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import SHUFFLE_KINDS, make_shuffle
-from .stem import make_stem
+from ..modules import make_shuffle
+from .stem import check_model_args, make_stem
 
 __all__ = ["V1_STAGE2_CHANNELS", "ShuffleNetV1", "ShuffleNetV1Unit", "shufflenet_v1"]
 
@@ -100,10 +100,7 @@ class ShuffleNetV1(nn.Module):
         stage_repeats: tuple[int, ...] = V1_STAGE_REPEATS,
     ) -> None:
         super().__init__()
-        if shuffle not in SHUFFLE_KINDS:
-            raise ValueError(f"shuffle must be one of {SHUFFLE_KINDS}, got {shuffle!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_model_args(shuffle, num_classes)
         self.stem = make_stem(stem_channels, stem)
         stages = []
         channels = stem_channels

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import SHUFFLE_KINDS, make_shuffle
-from .stem import make_stem
+from ..modules import make_shuffle
+from .stem import check_model_args, make_stem
 
 __all__ = ["V2_STAGE_CHANNELS", "ShuffleNetV2", "ShuffleNetV2Unit", "shufflenet_v2"]
 
@@ -95,10 +95,7 @@ class ShuffleNetV2(nn.Module):
         stage_repeats: tuple[int, ...] = V2_STAGE_REPEATS,
     ) -> None:
         super().__init__()
-        if shuffle not in SHUFFLE_KINDS:
-            raise ValueError(f"shuffle must be one of {SHUFFLE_KINDS}, got {shuffle!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        check_model_args(shuffle, num_classes)
         stem_channels, *stage_outs, last = stage_channels
         self.stem = make_stem(stem_channels, stem)
         stages = []

@@ -1,12 +1,23 @@
-"""The input stem shared by the ShuffleNet models: ImageNet (downsample by 4) or CIFAR (none)."""
+"""What the ShuffleNet models share: the input stem, ImageNet (downsample by 4) or CIFAR (none),
+and the checks of the arguments every model takes."""
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["STEMS", "make_stem"]
+from ..modules import SHUFFLE_KINDS
+
+__all__ = ["STEMS", "check_model_args", "make_stem"]
 
 STEMS = ("imagenet", "cifar")
+
+
+def check_model_args(shuffle: str, num_classes: int) -> None:
+    """Raises ValueError for an unknown shuffle kind or fewer than one class."""
+    if shuffle not in SHUFFLE_KINDS:
+        raise ValueError(f"shuffle must be one of {SHUFFLE_KINDS}, got {shuffle!r}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
 
 
 def make_stem(out_channels: int, stem: str, in_channels: int = 3) -> nn.Sequential:

@@ -170,6 +170,15 @@ def _mix_bwd_aten(
     return dx, dm
 
 
+def _bwd_outputs(
+    dy: Tensor, x: Tensor, M: Tensor, need_dx: bool, need_dm: bool
+) -> tuple[Tensor, Tensor]:
+    """Empty dX (dy's layout) and dM, or 0-element placeholders for the ones not needed."""
+    dx = _empty_output(dy) if need_dx else x.new_empty(0)
+    dm = M.new_empty(M.shape) if need_dm else M.new_empty(0)
+    return dx, dm
+
+
 @torch.library.custom_op("autoshuffle_ext::shuffle_mix_bwd", mutates_args=(), tags=_TAGS)
 def _mix_bwd(
     dy: Tensor,
@@ -199,8 +208,7 @@ def _(
         return _mix_bwd_aten(dy, grad_p, x, M, row_norm, col_norm, need_dx, need_dm)
     from ..kernels.mixing import shuffle_mix_backward
 
-    dx = _empty_output(dy) if need_dx else x.new_empty(0)
-    dm = M.new_empty(M.shape) if need_dm else M.new_empty(0)
+    dx, dm = _bwd_outputs(dy, x, M, need_dx, need_dm)
     shuffle_mix_backward(
         dy, grad_p, x, M, row_norm, col_norm, dx if need_dx else None, dm if need_dm else None
     )
@@ -218,9 +226,7 @@ def _(
     need_dx: bool,
     need_dm: bool,
 ) -> tuple[Tensor, Tensor]:
-    dx = _empty_output(dy) if need_dx else x.new_empty(0)
-    dm = M.new_empty(M.shape) if need_dm else M.new_empty(0)
-    return dx, dm
+    return _bwd_outputs(dy, x, M, need_dx, need_dm)
 
 
 def _setup_context(ctx, inputs, output) -> None:
