@@ -75,7 +75,7 @@ def test_shuffle_init_rounds_to_the_fixed_shuffle():
     assert torch.equal(fixed.perm(), asx.fixed_shuffle_perm(18, 3))
 
 
-@pytest.mark.parametrize("init", ["shuffle", "identity", "uniform"])
+@pytest.mark.parametrize("init", ["shuffle", "identity", "random", "uniform"])
 def test_initial_matrices_are_doubly_stochastic(init):
     M = initial_matrix(30, 5, init, generator=torch.Generator().manual_seed(1))
     assert (M >= 0).all()
@@ -83,6 +83,13 @@ def test_initial_matrices_are_doubly_stochastic(init):
     torch.testing.assert_close(M.sum(1), torch.ones(30), atol=1e-5, rtol=0)
     if init == "identity":
         assert torch.equal(asx.round_to_permutation(M), torch.arange(30))
+
+
+def test_random_start_rounds_to_its_seeded_permutation():
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(4))
+    M = initial_matrix(30, 5, "random", blend=0.6, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(asx.round_to_permutation(M), perm)
+    assert not torch.equal(perm, torch.arange(30))
 
 
 def test_penalty_sums_weighted_terms_and_reuses_the_forward_value():
@@ -235,8 +242,21 @@ def test_make_shuffle_kinds():
     assert isinstance(make_shuffle("learned", 6, 3), asx.LearnedShuffle)
     assert isinstance(make_shuffle("sinkhorn", 6, 3), asx.SinkhornShuffle)
     assert isinstance(make_shuffle("none", 6, 3), nn.Identity)
-    with pytest.raises(ValueError, match=r"shuffle kind must be one of .*, got 'random'"):
-        make_shuffle("random", 6, 3)
+    with pytest.raises(ValueError, match=r"shuffle kind must be one of .*, got 'shiny'"):
+        make_shuffle("shiny", 6, 3)
+
+
+def test_random_kind_is_a_seeded_hard_permutation():
+    draw = make_shuffle("random", 12, 3, generator=torch.Generator().manual_seed(7))
+    again = make_shuffle("random", 12, 3, generator=torch.Generator().manual_seed(7))
+    assert isinstance(draw, asx.HardShuffle) and torch.equal(draw.perm, again.perm)
+    assert torch.equal(draw.perm, torch.randperm(12, generator=torch.Generator().manual_seed(7)))
+    x = torch.randn(2, 12, 3, 3)
+    assert torch.equal(draw(x), x[:, draw.perm])
+    assert asx.freeze(nn.Sequential(draw))[0] is not draw  # a copy, holding the same perm
+    assert torch.equal(asx.freeze(nn.Sequential(draw))[0].perm, draw.perm)
+    with pytest.raises(TypeError, match="takes only generator"):
+        make_shuffle("random", 12, 3, init="uniform")
 
 
 @pytest.mark.parametrize(
@@ -244,7 +264,7 @@ def test_make_shuffle_kinds():
     [
         (lambda: asx.LearnedShuffle(12), "init='shuffle' needs groups"),
         (lambda: asx.LearnedShuffle(12, 5), "num_channels must be divisible by groups"),
-        (lambda: asx.LearnedShuffle(12, 3, init="random"), "init must be one of"),
+        (lambda: asx.LearnedShuffle(12, 3, init="spiral"), "init must be one of"),
         (lambda: asx.LearnedShuffle(12, 3, penalty_weight=-1), "penalty_weight must be >= 0"),
         (lambda: asx.SinkhornShuffle(12, 3, temperature=0), "temperature must be > 0"),
         (lambda: asx.FixedShuffle(12, 0), "groups must be >= 1, got 0"),

@@ -19,7 +19,9 @@ def test_compare_smoke_run_writes_every_artifact_and_prints_the_table(tmp_path, 
     out = tmp_path / "run"
     assert main([*TINY, "--compare", "fixed,learned,sinkhorn", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    header = "| shuffle | soft acc | frozen acc | params | shuffle params | MFLOPs | s/epoch |"
+    header = (
+        "| shuffle | seed | soft acc | frozen acc | params | shuffle params | MFLOPs | s/epoch |"
+    )
     assert header in printed
     for kind in ("fixed", "learned", "sinkhorn"):
         assert f"| {kind} |" in printed
@@ -29,7 +31,7 @@ def test_compare_smoke_run_writes_every_artifact_and_prints_the_table(tmp_path, 
         assert (run / "permutations.png").is_file() == (kind != "fixed")
         result = json.loads((run / "result.json").read_text())
         assert result["shuffle"] == kind and 0.0 <= result["frozen_acc"] <= 1.0
-    rows = json.loads((out / "comparison.json").read_text())
+    rows = json.loads((out / "comparison.json").read_text())["runs"]
     assert [r["shuffle"] for r in rows] == ["fixed", "learned", "sinkhorn"]
     assert rows[0]["params"] == rows[1]["params"] and rows[1]["shuffle_params"] > 0
     assert rows[0]["macs"] == rows[1]["macs"] == rows[2]["macs"]
@@ -61,6 +63,9 @@ def test_module_entry_point_runs():
         (["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "no such folder"),
         (["--dataset", "cifar10"], "needs --data-dir"),
         (["--compare", "fixed,shiny"], "--compare takes distinct kinds"),
+        (["--seeds", "0,0"], "--seeds takes distinct non-negative integers"),
+        (["--seeds", "0,x"], "--seeds takes distinct non-negative integers"),
+        (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds cannot both apply"),
         (["--device", "cuda:7"], "CUDA is not available"),
     ],
 )
@@ -100,3 +105,74 @@ def test_a_used_run_directory_is_never_overwritten(tmp_path, capsys):
     # Resuming a finished run re-evaluates it and leaves the checkpoint as it was.
     assert main([*TINY, "--out", str(out), "--resume"]) == 0
     assert checkpoint.read_bytes() == before
+
+
+def _summary(out):
+    return {
+        row["shuffle"]: row for row in json.loads((out / "comparison.json").read_text())["summary"]
+    }
+
+
+def test_seeds_run_every_variant_per_seed_resume_and_aggregate(tmp_path, capsys):
+    argv = [*TINY, "--epochs", "2", "--compare", "fixed,random", "--seeds", "0,1"]
+    whole = tmp_path / "whole"
+    assert main([*argv, "--out", str(whole)]) == 0
+    # The same comparison interrupted after every epoch and resumed until it finishes.
+    parts = tmp_path / "parts"
+    assert main([*argv, "--out", str(parts), "--stop-after-epochs", "1"]) == 0
+    assert not (parts / "comparison.json").exists()
+    for _ in range(8):
+        assert main([*argv, "--out", str(parts), "--resume", "--stop-after-epochs", "1"]) == 0
+        if (parts / "comparison.json").exists():
+            break
+    printed = capsys.readouterr().out
+    assert "Over seeds (mean ± sample std)" in printed and "| random | 0,1 |" in printed
+
+    runs = json.loads((whole / "comparison.json").read_text())["runs"]
+    assert [(r["shuffle"], r["seed"]) for r in runs] == [
+        ("fixed", 0), ("random", 0), ("fixed", 1), ("random", 1)
+    ]  # fmt: skip
+    resumed = json.loads((parts / "comparison.json").read_text())["runs"]
+
+    def untimed(rows):
+        return [{k: v for k, v in r.items() if k != "time_per_epoch"} for r in rows]
+
+    assert untimed(runs) == untimed(resumed)
+    acc = {(r["shuffle"], r["seed"]): r["frozen_acc"] for r in runs}
+    summary = _summary(whole)
+    random_row = summary["random"]
+    assert random_row["seeds"] == [0, 1]
+    assert random_row["frozen_acc"]["mean"] == pytest.approx(
+        (acc["random", 0] + acc["random", 1]) / 2
+    )
+    diffs = [100 * (acc["random", s] - acc["fixed", s]) for s in (0, 1)]
+    assert random_row["minus_fixed_points"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert random_row["minus_fixed_points"]["std"] == pytest.approx(
+        abs(diffs[0] - diffs[1]) / 2**0.5
+    )
+    assert summary["fixed"]["minus_fixed_points"] is None
+    assert (whole / "comparison.png").is_file()
+    for kind in ("fixed", "random"):
+        for seed in (0, 1):
+            assert (whole / kind / f"seed{seed}" / "result.json").is_file()
+
+
+def test_random_shuffle_is_seeded_saved_and_different_per_seed(tmp_path):
+    out = tmp_path / "run"
+    assert main([*TINY, "--shuffle", "random", "--seeds", "0,1", "--out", str(out)]) == 0
+    perms = {}
+    for seed in (0, 1):
+        state = torch.load(out / "random" / f"seed{seed}" / "checkpoint.pt", weights_only=False)
+        perms[seed] = {k: v for k, v in state["model"].items() if k.endswith("shuffle.perm")}
+        assert perms[seed]
+        for perm in perms[seed].values():
+            assert torch.equal(perm.sort().values, torch.arange(perm.numel()))
+        frozen = torch.load(out / "random" / f"seed{seed}" / "model_frozen.pt")
+        for key, perm in perms[seed].items():
+            assert torch.equal(frozen[key], perm)
+    assert any(not torch.equal(perms[0][k], perms[1][k]) for k in perms[0])
+    again = tmp_path / "again"
+    assert main([*TINY, "--shuffle", "random", "--seed", "1", "--out", str(again)]) == 0
+    state = torch.load(again / "random" / "checkpoint.pt", weights_only=False)
+    for key, perm in perms[1].items():
+        assert torch.equal(state["model"][key], perm)

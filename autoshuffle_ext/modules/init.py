@@ -9,7 +9,7 @@ from ..ops.channel_gather import fixed_shuffle_perm
 
 __all__ = ["INITS", "initial_matrix"]
 
-INITS = ("shuffle", "identity", "uniform")
+INITS = ("shuffle", "identity", "random", "uniform")
 
 
 def initial_matrix(
@@ -28,6 +28,7 @@ def initial_matrix(
         "shuffle": ShuffleNet's fixed permutation for `groups`, blended toward the uniform matrix
             (`(1 - blend) * P + blend / C`), so learning starts from the hand design but can move.
         "identity": the identity, blended the same way.
+        "random": a random permutation (drawn from `generator`), blended the same way.
         "uniform": the uniform matrix 1/C (plus the noise).
     noise: relative multiplicative noise that breaks the symmetry between channels; the result is
         projected back onto the doubly stochastic matrices.
@@ -52,6 +53,8 @@ def initial_matrix(
             if groups is None:
                 raise ValueError("init='shuffle' needs groups (the fixed shuffle's group count)")
             perm = fixed_shuffle_perm(num_channels, groups)
+        elif init == "random":
+            perm = torch.randperm(num_channels, generator=generator)
         else:
             perm = torch.arange(num_channels)
         M = (1 - blend) * permutation_matrix(perm, torch.float64) + blend * uniform

@@ -2,7 +2,8 @@
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, NonFiniteLossError, TrainingError
-from .loop import RunResult, run_training
+from .loop import run_training
+from .result import RunResult
 
 __all__ = [
     "CheckpointError",

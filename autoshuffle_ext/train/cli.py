@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated shuffle kinds to train one after the other with the same seed and "
         "data, e.g. fixed,learned,sinkhorn (default: only --shuffle)",
     )
+    what.add_argument(
+        "--seeds",
+        default=None,
+        help="comma-separated seeds: train every variant once per seed (into <out>/<kind>/"
+        "seed<N>) and report mean, spread and the paired difference to fixed (default: --seed)",
+    )
     what.add_argument("--dataset", default=d.dataset, choices=DATASETS, help="data set")
     what.add_argument(
         "--data-dir",
@@ -138,7 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.shuffle_init,
         choices=INITS,
         help="start of learned/sinkhorn matrices: shuffle (the fixed shuffle blended with "
-        "uniform), identity (likewise), uniform (no prior permutation)",
+        "uniform), identity or random (a random permutation, likewise), uniform (no prior "
+        "permutation)",
+    )
+    shuffle.add_argument(
+        "--shuffle-blend",
+        type=float,
+        default=d.shuffle_blend,
+        help="weight of the uniform matrix in the shuffle/identity/random starts: (1 - b) P + b/C",
     )
     shuffle.add_argument(
         "--projection-iters",
@@ -170,7 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
         "a directory that holds one)",
     )
     run.add_argument(
-        "--seed", type=int, default=d.seed, help="seed of weights, order, augmentation"
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of weights, order, augmentation and random shuffles (default: {d.seed})",
     )
     run.add_argument("--device", default=d.device, help="auto (CUDA if present), cpu, cuda, cuda:N")
     run.add_argument(
@@ -216,6 +232,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
     if not 0 <= args.penalty_ramp <= 1:
         problems.append(f"--penalty-ramp must lie in [0, 1], got {args.penalty_ramp}")
+    if not 0 <= args.shuffle_blend <= 1:
+        problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
     if args.projection_iters < 0 or args.workers < 0:
         problems.append("--projection-iters and --workers must be >= 0")
     return problems
@@ -231,6 +249,23 @@ def _variants(args: argparse.Namespace) -> list[str]:
             f"--compare takes distinct kinds among {', '.join(SHUFFLE_KINDS)}, got {args.compare!r}"
         )
     return kinds
+
+
+def _seeds(args: argparse.Namespace) -> list[int] | None:
+    """The seeds of --seeds (None without it)."""
+    if args.seeds is None:
+        return None
+    if args.seed is not None:
+        raise ConfigError("--seed and --seeds cannot both apply; give the seeds to --seeds")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(
+            f"--seeds takes distinct non-negative integers separated by commas, got {args.seeds!r}"
+        )
+    return seeds
 
 
 def _device(name: str, local_rank: int) -> torch.device:
@@ -249,10 +284,12 @@ def _device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def _config(args: argparse.Namespace, shuffle: str) -> TrainConfig:
+def _config(args: argparse.Namespace, shuffle: str, seed: int | None) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values |= {"shuffle": shuffle, "progress": not args.no_progress}
+    if seed is not None:
+        values["seed"] = seed
     return TrainConfig(**values)
 
 
@@ -262,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     from .compare import write_comparison
 
     kinds = _variants(args)
+    seeds = _seeds(args)
     try:
         parse_model_name(args.model)
     except ValueError as error:
@@ -275,16 +313,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = load_dataset(args.dataset, args.data_dir, args.image_size)
         results = []
-        for kind in kinds:
-            result = run_training(
-                _config(args, kind), data, out / kind, ctx, device, resume=args.resume
-            )
-            if result is None:  # --stop-after-epochs: the rest waits for --resume
-                return 0
-            results.append(result)
+        # Seed by seed, so that an interrupted comparison has whole pairs to show.
+        for seed in seeds or [None]:
+            for kind in kinds:
+                run_dir = out / kind if seed is None else out / kind / f"seed{seed}"
+                config = _config(args, kind, seed)
+                result = run_training(config, data, run_dir, ctx, device, resume=args.resume)
+                if result is None:  # --stop-after-epochs: the rest waits for --resume
+                    return 0
+                results.append(result)
         if ctx.is_main:
+            seed_text = ",".join(str(r) for r in sorted({r.seed for r in results}))
             heading = (
-                f"{args.model} on {args.dataset}, {results[0].epochs} epochs, seed {args.seed}"
+                f"{args.model} on {args.dataset}, {results[0].epochs} epochs, "
+                f"seed{'s' if seeds else ''} {seed_text}"
             )
             table = write_comparison(out, results, heading)
             print(f"\n{heading} ({ctx.world} process(es), {device.type})\n{table}")

@@ -1,18 +1,30 @@
-"""The comparison table of several shuffle variants trained on the same seed and data."""
+"""The comparison of several shuffle variants trained on the same data: one row per run, and
+over several seeds the mean and spread per variant with the paired difference to the fixed
+shuffle, and a plot of accuracy with one point per seed."""
 
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .loop import RunResult
 from .metrics import atomic_write_text
+from .report import pyplot
+from .result import RunResult
 
-__all__ = ["comparison_rows", "format_table", "write_comparison"]
+__all__ = [
+    "comparison_rows",
+    "format_seed_table",
+    "format_table",
+    "plot_seeds",
+    "seed_summary",
+    "write_comparison",
+]
 
 _COLUMNS = (
     "shuffle",
+    "seed",
     "soft acc",
     "frozen acc",
     "params",
@@ -21,6 +33,16 @@ _COLUMNS = (
     "s/epoch",
     "final P(M)",
     "moved vs fixed",
+)
+_SEED_COLUMNS = (
+    "shuffle",
+    "seeds",
+    "soft acc",
+    "frozen acc",
+    "frozen - fixed (points, paired)",
+    "moved vs fixed",
+    "final P(M)",
+    "s/epoch",
 )
 
 
@@ -34,10 +56,11 @@ def _moved(result: RunResult) -> tuple[int, int] | None:
 
 
 def comparison_rows(results: Sequence[RunResult]) -> list[dict]:
-    """One plain dict per variant (the JSON form of the table)."""
+    """One plain dict per run (the JSON form of the table)."""
     return [
         {
             "shuffle": r.shuffle,
+            "seed": r.seed,
             "soft_acc": r.soft_acc,
             "frozen_acc": r.frozen_acc,
             "params": r.params,
@@ -54,20 +77,27 @@ def comparison_rows(results: Sequence[RunResult]) -> list[dict]:
     ]
 
 
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(columns: Sequence[str]) -> list[str]:
+    return [_row(columns), "| --- | " + " | ".join("---:" for _ in columns[1:]) + " |"]
+
+
 def format_table(results: Sequence[RunResult]) -> str:
-    """A Markdown table: accuracy before and after rounding, size, cost, time, final penalty.
+    """A Markdown table, one row per run: accuracy before and after rounding, size, cost, time,
+    final penalty.
 
     MFLOPs are inference multiply-adds, equal for every variant once the learned shuffles are
     frozen into gathers; `shuffle params` are the extra C x C matrices trained."""
-    lines = [
-        "| " + " | ".join(_COLUMNS) + " |",
-        "| --- | " + " | ".join("---:" for _ in _COLUMNS[1:]) + " |",
-    ]
+    lines = _header(_COLUMNS)
     for r in results:
         penalty = "-" if r.final_penalty is None else f"{r.final_penalty:.3g}"
         moved = _moved(r)
         cells = [
             r.shuffle,
+            str(r.seed),
             f"{r.soft_acc:.4f}",
             f"{r.frozen_acc:.4f}",
             f"{r.params:,}",
@@ -77,14 +107,115 @@ def format_table(results: Sequence[RunResult]) -> str:
             penalty,
             "-" if moved is None else f"{moved[0]}/{moved[1]}",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_row(cells))
     return "\n".join(lines)
 
 
+def _mean_std(values: Sequence[float]) -> dict | None:
+    """Mean and sample standard deviation (0 for one value); None for no values."""
+    if not values:
+        return None
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+
+
+def seed_summary(results: Sequence[RunResult]) -> list[dict]:
+    """Per variant (in order of first appearance): its seeds, mean and sample standard deviation
+    of soft and frozen accuracy, channels moved, final P(M) and seconds per epoch, and the
+    per-seed difference of frozen accuracy to the fixed shuffle (on the seeds both have run),
+    in points, with its mean and spread. Fields without values are None."""
+    by_kind: dict[str, dict[int, RunResult]] = {}
+    for r in results:
+        by_kind.setdefault(r.shuffle, {})[r.seed] = r
+    fixed = by_kind.get("fixed", {})
+    rows = []
+    for kind, runs in by_kind.items():
+        seeds = sorted(runs)
+        ordered = [runs[s] for s in seeds]
+        moved = [m[0] for m in map(_moved, ordered) if m is not None]
+        penalties = [r.final_penalty for r in ordered if r.final_penalty is not None]
+        paired = {
+            s: 100.0 * (runs[s].frozen_acc - fixed[s].frozen_acc)
+            for s in seeds
+            if s in fixed and kind != "fixed"
+        }
+        rows.append(
+            {
+                "shuffle": kind,
+                "seeds": seeds,
+                "soft_acc": _mean_std([r.soft_acc for r in ordered]),
+                "frozen_acc": _mean_std([r.frozen_acc for r in ordered]),
+                "frozen_acc_per_seed": [r.frozen_acc for r in ordered],
+                "minus_fixed_points": _mean_std(list(paired.values())),
+                "minus_fixed_per_seed": paired or None,
+                "moved": _mean_std(moved),
+                "channels": None if _moved(ordered[0]) is None else _moved(ordered[0])[1],
+                "final_penalty": _mean_std(penalties),
+                "time_per_epoch": _mean_std([r.time_per_epoch for r in ordered]),
+            }
+        )
+    return rows
+
+
+def _pm(stat: dict | None, spec: str) -> str:
+    return "-" if stat is None else f"{stat['mean']:{spec}} ± {stat['std']:{spec}}"
+
+
+def format_seed_table(rows: Sequence[dict]) -> str:
+    """The Markdown table of `seed_summary`: mean ± sample standard deviation over the seeds."""
+    lines = _header(_SEED_COLUMNS)
+    for row in rows:
+        moved = _pm(row["moved"], ".0f")
+        if row["moved"] is not None:
+            moved += f" / {row['channels']}"
+        diff = row["minus_fixed_points"]
+        if diff is not None:
+            per_seed = ", ".join(f"{v:+.2f}" for v in row["minus_fixed_per_seed"].values())
+            diff_cell = f"{diff['mean']:+.2f} ± {diff['std']:.2f} ({per_seed})"
+        else:
+            diff_cell = "-"
+        cells = [
+            row["shuffle"],
+            ",".join(map(str, row["seeds"])),
+            _pm(row["soft_acc"], ".4f"),
+            _pm(row["frozen_acc"], ".4f"),
+            diff_cell,
+            moved,
+            _pm(row["final_penalty"], ".3g"),
+            _pm(row["time_per_epoch"], ".1f"),
+        ]
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def plot_seeds(rows: Sequence[dict], path: Path, title: str) -> None:
+    """Frozen accuracy per variant: one point per seed and a bar at the mean."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.4))
+    for x, row in enumerate(rows):
+        accs = row["frozen_acc_per_seed"]
+        ax.scatter([x] * len(accs), accs, color="tab:blue", zorder=3)
+        ax.hlines(row["frozen_acc"]["mean"], x - 0.25, x + 0.25, color="black")
+    ax.set_xticks(range(len(rows)), [row["shuffle"] for row in rows])
+    ax.set(ylabel="frozen accuracy (validation)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def write_comparison(out_dir: Path, results: Sequence[RunResult], heading: str) -> str:
-    """Writes `comparison.md` and `comparison.json` in `out_dir`; returns the table."""
+    """Writes `comparison.md` and `comparison.json` in `out_dir` (with several seeds also the
+    per-variant summary and `comparison.png`); returns the Markdown printed to the user."""
     table = format_table(results)
-    atomic_write_text(out_dir / "comparison.md", f"# {heading}\n\n{table}\n")
-    rows = comparison_rows(results)
-    atomic_write_text(out_dir / "comparison.json", json.dumps(rows, indent=2) + "\n")
-    return table
+    record: dict = {"runs": comparison_rows(results)}
+    text = table
+    if len({r.seed for r in results}) > 1:
+        rows = seed_summary(results)
+        record["summary"] = rows
+        text = f"{table}\n\nOver seeds (mean ± sample std):\n\n{format_seed_table(rows)}"
+        plot_seeds(rows, out_dir / "comparison.png", heading)
+    figure = "\n![frozen accuracy per seed](comparison.png)\n" if "summary" in record else ""
+    atomic_write_text(out_dir / "comparison.md", f"# {heading}\n\n{text}\n{figure}")
+    atomic_write_text(out_dir / "comparison.json", json.dumps(record, indent=2) + "\n")
+    return text

@@ -40,6 +40,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     penalty_weight: float = 0.5
     shuffle_init: str = "shuffle"
+    shuffle_blend: float = 0.5
     penalty_schedule: str = "linear"
     penalty_ramp: float = 0.5
     projection_iters: int = 10

@@ -8,7 +8,6 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,33 +34,14 @@ from .data import (
 from .distributed import DistContext, all_reduce_sum, assert_same_on_all_ranks
 from .errors import ConfigError, NonFiniteLossError
 from .metrics import atomic_write_text, write_metrics
+from .report import write_run_report
+from .result import RunResult
 from .schedules import WarmupCosine, penalty_weight_at
 
-__all__ = ["RunResult", "resolve_config", "run_training", "task_loss"]
+__all__ = ["resolve_config", "run_training", "task_loss"]
 
 CHECKPOINT = "checkpoint.pt"
 _SOFT = (asx_modules.LearnedShuffle, asx_modules.SinkhornShuffle)
-
-
-@dataclass
-class RunResult:
-    """What a finished run reports (also written to `result.json` in its run directory)."""
-
-    shuffle: str
-    soft_acc: float
-    frozen_acc: float
-    params: int
-    shuffle_params: int
-    macs: int
-    shuffle_macs: int
-    time_per_epoch: float
-    final_penalty: float | None  # sum of P(M) over the soft shuffles (unweighted)
-    final_distance: float | None  # sum of distances to the rounded permutations
-    epochs: int
-    out_dir: str
-    history: list[dict] = field(default_factory=list, repr=False)
-    layers: list[dict] = field(default_factory=list, repr=False)
-    model: nn.Module | None = field(default=None, repr=False)  # the trained soft model
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -181,14 +161,13 @@ class _Run:
         self.ctx = ctx
         self.device = device
         _seed_everything(config.seed)
-        options = None
+        # The shuffles draw their starts (noise, random permutations) from their own generator,
+        # so every variant of a comparison starts with the same conv weights from the global RNG.
+        options = {"generator": torch.Generator().manual_seed(config.seed)}
         if config.shuffle in ("learned", "sinkhorn"):
-            # The shuffles draw their init noise from their own generator, so every variant of a
-            # comparison starts with the same conv weights from the global RNG.
-            options = {
-                "init": config.shuffle_init,
-                "generator": torch.Generator().manual_seed(config.seed),
-            }
+            options |= {"init": config.shuffle_init, "blend": config.shuffle_blend}
+        elif config.shuffle != "random":
+            options = None
         try:
             model = build_model(
                 config.model, data.num_classes, config.stem, config.shuffle, options
@@ -391,8 +370,6 @@ class _Run:
 
     def finish(self) -> RunResult:
         """Rounds the shuffles, evaluates soft and frozen models, checks the ranks agree."""
-        from .report import write_run_report
-
         config, ctx = self.config, self.ctx
         assert_same_on_all_ranks(asx_modules.learned_matrices(self.model), ctx)
         _sync_buffers(self.model, ctx)
@@ -404,6 +381,7 @@ class _Run:
         c = self.complexity
         result = RunResult(
             shuffle=config.shuffle,
+            seed=config.seed,
             soft_acc=soft_acc,
             frozen_acc=frozen_acc,
             params=c.params,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -12,16 +11,14 @@ from .. import modules as asx_modules
 from ..ops import fixed_shuffle_perm
 from .config import TrainConfig
 from .metrics import atomic_write_text
+from .result import RunResult
 
-if TYPE_CHECKING:
-    from .loop import RunResult
-
-__all__ = ["plot_curves", "plot_permutations", "write_run_report"]
+__all__ = ["plot_curves", "plot_permutations", "pyplot", "write_run_report"]
 
 _MAX_HEATMAPS = 4
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a window
@@ -32,7 +29,7 @@ def _pyplot():
 
 def plot_curves(history: list[dict], path: Path, title: str) -> None:
     """Loss, accuracy and (if any) penalty per epoch, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     has_penalty = any(row.get("penalty") is not None for row in history)
     fig, axes = plt.subplots(1, 3 if has_penalty else 2, figsize=(12 if has_penalty else 8, 3.2))
@@ -74,7 +71,7 @@ def plot_permutations(model: nn.Module, path: Path, title: str) -> bool:
         return False
     step = max(1, len(found) // _MAX_HEATMAPS)
     chosen = found[::step][:_MAX_HEATMAPS]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(chosen), 2, figsize=(7, 3.3 * len(chosen)), squeeze=False)
     for (name, matrix, groups), (left, right) in zip(chosen, axes, strict=True):
         n = matrix.shape[0]
