@@ -5,17 +5,12 @@ on ShuffleNet shapes. On CUDA also the fused Triton forward vs the cuBLAS (torch
 Run: `python -m pytest bench/bench_mixing.py --benchmark-only` (add `-k cuda` for the GPU rows).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from autoshuffle_ext.ops.mixing import _empty_output, mix_aten, shuffle_mix
-from tests.test_mixing_op import reference_shuffle_mix, to_layout
-from tests.test_penalty_op import reference_penalty
+from autoshuffle_ext.ops.mixing import empty_mix_output, mix_aten, shuffle_mix
+from tests.references import reference_penalty, reference_shuffle_mix, to_layout
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 # (shape, groups of the channel shuffle it replaces): ShuffleNet v2 1x stages, v1 g=3, one image.
@@ -85,7 +80,7 @@ def test_forward_kernel_cuda(benchmark, impl, dtype, shape, groups, layout):
     benchmark.group = f"mix forward kernel cuda {dtype} {shape} {layout}"
     x, M, _ = _inputs(shape, layout, "cuda", dtype)
     x, M = x.detach(), M.detach()
-    y = _empty_output(x)
+    y = empty_mix_output(x)
     run = {
         "triton": lambda: shuffle_mix_forward(x, M, y),
         "cublas": lambda: mix_aten(x, M),

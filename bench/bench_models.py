@@ -11,14 +11,10 @@ Run: `python -m pytest bench/bench_models.py --benchmark-only` (groups put the v
 model side by side; `--benchmark-json` for the ratios).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import build_model
 

@@ -4,15 +4,11 @@ pass) vs autograd of the reference formula, for one matrix and for stacks.
 Run: `python -m pytest bench/bench_penalty.py --benchmark-only`.
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import autoshuffle_ext as asx
-from tests.test_penalty_op import reference_penalty
+from tests.references import reference_penalty
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 SHAPES = [(116, 116), (240, 240), (480, 480), (1024, 1024), (16, 116, 116), (8, 464, 464)]

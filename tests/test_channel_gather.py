@@ -21,6 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.channel_gather import inverse_permutation
+from tests.references import reference_channel_gather
 
 OP = torch.ops.autoshuffle_ext.channel_gather
 
@@ -38,10 +39,6 @@ DTYPES = [
     torch.complex128,
 ]
 LAYOUTS = ["contiguous", "channels_last", "strided", "transposed"]
-
-
-def reference_channel_gather(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-    return x[:, perm]
 
 
 def random_tensor(shape, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:

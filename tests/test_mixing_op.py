@@ -7,31 +7,9 @@ from torch.library import opcheck
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.mixing import shuffle_mix
-
-try:
-    from test_penalty_op import reference_penalty
-except ImportError:  # imported as tests.test_mixing_op (from the benchmarks)
-    from tests.test_penalty_op import reference_penalty
+from tests.references import reference_penalty, reference_shuffle_mix, to_layout
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def reference_shuffle_mix(x: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, P(M)) with y[:, i, ...] = sum_j M[i, j] x[:, j, ...] (M cast to x's dtype)."""
-    return torch.einsum("ij,nj...->ni...", M.to(x.dtype), x), reference_penalty(M)
-
-
-def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """x in the named layout: "contiguous", "channels_last" (4-D/5-D), or "strided" (a view
-    with a stride-2 pixel dim)."""
-    if layout == "channels_last":
-        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-        return x.contiguous(memory_format=fmt)
-    if layout == "strided":
-        wide = x.new_zeros(*x.shape[:-1], 2 * x.shape[-1])
-        wide[..., ::2] = x
-        return wide[..., ::2]
-    return x.contiguous()
 
 
 # (shape, layout): odd channel and pixel counts, C = 1, [N, C] and 5-D inputs, empty batch.

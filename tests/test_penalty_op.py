@@ -9,15 +9,9 @@ from torch.library import opcheck
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.penalty import penalty_and_norms
+from tests.references import reference_penalty
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
-def reference_penalty(M: torch.Tensor) -> torch.Tensor:
-    """P(M) = sum_i (|M_i,:|_1 - |M_i,:|_2) + sum_j (|M_:,j|_1 - |M_:,j|_2), for [..., n, n]."""
-    rows = M.abs().sum(-1) - torch.linalg.vector_norm(M, dim=-1)
-    cols = M.abs().sum(-2) - torch.linalg.vector_norm(M, dim=-2)
-    return rows.sum(-1) + cols.sum(-1)
 
 
 def away_from_zero(shape, generator, dtype=torch.float64) -> torch.Tensor:

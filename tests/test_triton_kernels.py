@@ -12,14 +12,8 @@ pytest.importorskip("triton")
 from autoshuffle_ext.kernels.mixing import shuffle_mix_backward, shuffle_mix_forward
 from autoshuffle_ext.kernels.penalty import penalty_backward, penalty_forward
 
-from autoshuffle_ext.ops.mixing import _empty_output
-
-try:
-    from test_mixing_op import reference_shuffle_mix, to_layout
-    from test_penalty_op import reference_penalty
-except ImportError:
-    from tests.test_mixing_op import reference_shuffle_mix, to_layout
-    from tests.test_penalty_op import reference_penalty
+from autoshuffle_ext.ops.mixing import empty_mix_output
+from tests.references import reference_penalty, reference_shuffle_mix, to_layout
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -107,7 +101,7 @@ def mix_sample(shape, layout, seed, dtype=torch.float32):
 @pytest.mark.parametrize(("shape", "layout", "blocks"), CASES, ids=IDS)
 def test_mix_forward_kernel(shape, layout, blocks):
     x, M, _ = mix_sample(shape, layout, 1)
-    y, p, row, col = shuffle_mix_forward(x, M, _empty_output(x), blocks=blocks)
+    y, p, row, col = shuffle_mix_forward(x, M, empty_mix_output(x), blocks=blocks)
     y_ref, p_ref = reference_shuffle_mix(x.cpu().double(), M.cpu().double())
     torch.testing.assert_close(y.cpu().double(), y_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(p.cpu().double(), p_ref, rtol=1e-6, atol=1e-6)
@@ -119,9 +113,9 @@ def test_mix_forward_kernel(shape, layout, blocks):
 @pytest.mark.parametrize("num_splits", [1, 3])
 def test_mix_backward_kernel(shape, layout, blocks, num_splits):
     x, M, dy = mix_sample(shape, layout, 2)
-    _, _, row, col = shuffle_mix_forward(x, M, _empty_output(x))
+    _, _, row, col = shuffle_mix_forward(x, M, empty_mix_output(x))
     grad_p = torch.tensor(0.37, device=DEVICE)
-    dx, dm = _empty_output(dy), torch.empty_like(M)
+    dx, dm = empty_mix_output(dy), torch.empty_like(M)
     dm_blocks = (16, 16) if blocks else None
     shuffle_mix_backward(dy, grad_p, x, M, row, col, dx, dm, blocks=blocks, dm_blocks=dm_blocks,
                          num_splits=num_splits)  # fmt: skip
@@ -135,7 +129,7 @@ def test_mix_backward_kernel(shape, layout, blocks, num_splits):
 def test_mix_backward_kernel_partial_outputs():
     """Without grad_p the epilogue adds nothing; dx or dm alone are computed alone."""
     x, M, dy = mix_sample((2, 24, 5, 5), "channels_last", 3)
-    _, _, row, col = shuffle_mix_forward(x, M, _empty_output(x))
+    _, _, row, col = shuffle_mix_forward(x, M, empty_mix_output(x))
     xd, Md, dyd = x.cpu().double(), M.cpu().double(), dy.cpu().double()
     dm = torch.full_like(M, float("nan"))
     shuffle_mix_backward(dy, None, x, M, row, col, None, dm, num_splits=2)
@@ -150,12 +144,12 @@ def test_mix_backward_kernel_partial_outputs():
 def test_mix_kernels_half_input_float32_matrix():
     x, M, dy = mix_sample((2, 24, 3, 5), "contiguous", 4)
     x, dy = x.half(), dy.half()
-    y, p, row, col = shuffle_mix_forward(x, M, _empty_output(x))
+    y, p, row, col = shuffle_mix_forward(x, M, empty_mix_output(x))
     assert y.dtype == torch.float16 and p.dtype == torch.float32
     Mh = M.half().cpu().double()
     y_ref, _ = reference_shuffle_mix(x.cpu().double(), Mh)
     torch.testing.assert_close(y.cpu().double(), y_ref, rtol=2e-3, atol=2e-3)
-    dx, dm = _empty_output(dy), torch.empty_like(M)
+    dx, dm = empty_mix_output(dy), torch.empty_like(M)
     shuffle_mix_backward(dy, None, x, M, row, col, dx, dm, num_splits=2)
     assert dx.dtype == torch.float16 and dm.dtype == torch.float32
     dm_ref = torch.einsum("ni...,nj...->ij", dy.cpu().double(), x.cpu().double())
@@ -168,7 +162,7 @@ def test_mix_forward_64bit_offsets():
     C, P = 8, 2**27 + 5
     x = torch.randn(2, C, P, device="cuda", dtype=torch.bfloat16)
     M = torch.rand(C, C, device="cuda")
-    y, _, _, _ = shuffle_mix_forward(x, M, _empty_output(x))
+    y, _, _, _ = shuffle_mix_forward(x, M, empty_mix_output(x))
     tail = x[:, :, -1000:].double()
     y_ref = torch.einsum("ij,njp->nip", M.bfloat16().double(), tail)
     torch.testing.assert_close(y[:, :, -1000:].double(), y_ref, rtol=2e-2, atol=2e-2)

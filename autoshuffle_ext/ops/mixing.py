@@ -35,7 +35,13 @@ from torch import Tensor
 
 from .penalty import norm_dtype, penalty_grad_aten, penalty_norms_aten
 
-__all__ = ["check_mix_inputs", "mix_is_channels_last", "shuffle_mix"]
+__all__ = [
+    "check_mix_inputs",
+    "empty_mix_output",
+    "mix_aten",
+    "mix_is_channels_last",
+    "shuffle_mix",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -68,7 +74,7 @@ def mix_is_channels_last(x: Tensor) -> bool:
     return x.shape[1] > 1 and x.stride(1) == 1
 
 
-def _empty_output(x: Tensor) -> Tensor:
+def empty_mix_output(x: Tensor) -> Tensor:
     """An uninitialised y for x: channels-last when x is, else contiguous."""
     if mix_is_channels_last(x):
         return x.new_empty((x.shape[0], *x.shape[2:], x.shape[1])).movedim(-1, 1)
@@ -88,7 +94,7 @@ def _planes(t: Tensor) -> Tensor:
 def mix_aten(x: Tensor, A: Tensor) -> Tensor:
     """y[:, i] = sum_j A[i, j] x[:, j]: one GEMM (channels-last) or a batched GEMM, no copies."""
     A = A.to(x.dtype)
-    y = _empty_output(x)
+    y = empty_mix_output(x)
     if x.numel() == 0:
         return y
     if mix_is_channels_last(x):
@@ -140,14 +146,19 @@ def _(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return (mix_aten(x, M), *penalty_norms_aten(M))
     from ..kernels.mixing import shuffle_mix_forward
 
-    return shuffle_mix_forward(x, M, _empty_output(x))
+    return shuffle_mix_forward(x, M, empty_mix_output(x))
 
 
 @_mix_fwd.register_fake
 def _(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     acc = norm_dtype(M.dtype)
     C = M.shape[0]
-    return _empty_output(x), M.new_empty(()), M.new_empty(C, dtype=acc), M.new_empty(C, dtype=acc)
+    return (
+        empty_mix_output(x),
+        M.new_empty(()),
+        M.new_empty(C, dtype=acc),
+        M.new_empty(C, dtype=acc),
+    )
 
 
 def _mix_bwd_aten(
@@ -174,7 +185,7 @@ def _bwd_outputs(
     dy: Tensor, x: Tensor, M: Tensor, need_dx: bool, need_dm: bool
 ) -> tuple[Tensor, Tensor]:
     """Empty dX (dy's layout) and dM, or 0-element placeholders for the ones not needed."""
-    dx = _empty_output(dy) if need_dx else x.new_empty(0)
+    dx = empty_mix_output(dy) if need_dx else x.new_empty(0)
     dm = M.new_empty(M.shape) if need_dm else M.new_empty(0)
     return dx, dm
 

@@ -1,9 +1,0 @@
-"""Shared test setup. Triton runs on CPU tensors only through its interpreter, which must be
-switched on before `triton` is first imported; on a machine with a GPU the kernels run natively."""
-
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -1,0 +1,39 @@
+"""Plain PyTorch references of the package's kernels, the one truth that the tests and the
+benchmarks (`bench/`) both compare against. Importable as `tests.references` (pyproject sets
+pytest's `pythonpath` to the repository root)."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["reference_channel_gather", "reference_penalty", "reference_shuffle_mix", "to_layout"]
+
+
+def reference_channel_gather(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """out[:, c] = x[:, perm[c]] by plain indexing."""
+    return x[:, perm]
+
+
+def reference_penalty(M: torch.Tensor) -> torch.Tensor:
+    """P(M) = sum_i (|M_i,:|_1 - |M_i,:|_2) + sum_j (|M_:,j|_1 - |M_:,j|_2), for [..., n, n]."""
+    rows = M.abs().sum(-1) - torch.linalg.vector_norm(M, dim=-1)
+    cols = M.abs().sum(-2) - torch.linalg.vector_norm(M, dim=-2)
+    return rows.sum(-1) + cols.sum(-1)
+
+
+def reference_shuffle_mix(x: torch.Tensor, M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, P(M)) with y[:, i, ...] = sum_j M[i, j] x[:, j, ...] (M cast to x's dtype)."""
+    return torch.einsum("ij,nj...->ni...", M.to(x.dtype), x), reference_penalty(M)
+
+
+def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    """x in the named layout: "contiguous", "channels_last" (4-D/5-D), or "strided" (a view
+    with a stride-2 pixel dim)."""
+    if layout == "channels_last":
+        fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+        return x.contiguous(memory_format=fmt)
+    if layout == "strided":
+        wide = x.new_zeros(*x.shape[:-1], 2 * x.shape[-1])
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x.contiguous()
