@@ -6,8 +6,24 @@ references live in `tests/references.py`.
 """
 
 import os
+from collections.abc import Iterator
 
+import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch and the BLAS libraries (numpy's, scipy's) on one thread for the test, restored after:
+    for many small products threads only add contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)

@@ -8,33 +8,31 @@ Two uses:
   recovery and median time per solver on planted graphs (n = 20, 50, 100; noise 0 to 0.1),
   QAPLIB-like instances (objective relative to FAQ), and the two-layer network.
 
-Single-threaded BLAS and torch for both sides (set before numpy/torch load): on a shared
-2-core machine, multi-threaded 100 x 100 products mostly measure contention.
+Single-threaded BLAS and torch for both sides (the `one_thread` fixture of conftest.py under
+pytest; `main` for the tables): on a shared 2-core machine, multi-threaded 100 x 100 products
+mostly measure contention.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import platform
+import statistics
+import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from autoshuffle_ext.matching import (  # noqa: E402
+from autoshuffle_ext.matching import (
     SOLVERS,
     planted_instance,
     qaplib_like_instance,
     solve,
 )
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZES = (20, 50, 100)
 NOISES = (0.0, 0.05, 0.1)
@@ -160,16 +158,18 @@ def main() -> None:
     p.add_argument("--two-layer-trials", type=int, default=50)
     p.add_argument("--skip", nargs="*", default=[], choices=["planted", "qap", "two-layer"])
     args = p.parse_args()
+    torch.set_num_threads(1)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, 1 thread"
     )
-    if "planted" not in args.skip:
-        recovery_table(args.trials, ("penalty", "relaxation", "faq", "2opt"))
-    if "qap" not in args.skip:
-        qap_table(args.qap_instances)
-    if "two-layer" not in args.skip:
-        two_layer_table(args.two_layer_trials)
+    with threadpool_limits(limits=1):
+        if "planted" not in args.skip:
+            recovery_table(args.trials, ("penalty", "relaxation", "faq", "2opt"))
+        if "qap" not in args.skip:
+            qap_table(args.qap_instances)
+        if "two-layer" not in args.skip:
+            two_layer_table(args.two_layer_trials)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,8 @@ from autoshuffle_ext.matching.two_layer import (
     two_layer_problems,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Hundreds of steps on 4 x 4 matrices: threads only add contention (5x slower, measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Hundreds of steps on 4 x 4 matrices: threads only add contention (5x slower, measured).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _random_ds(n: int, gen: torch.Generator) -> torch.Tensor:
