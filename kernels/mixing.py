@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import norm_dtype
 from .penalty import norm_blocks, penalty_grad_tile, penalty_program, penalty_workspace
 
 __all__ = ["shuffle_mix_backward", "shuffle_mix_forward"]
@@ -332,7 +333,7 @@ def shuffle_mix_forward(
     layout whose pixels merge) receives M x. `blocks` overrides (BLOCK_M, BLOCK_Q, BLOCK_K)."""
     x = _pixel_view(x)
     C = x.shape[1]
-    acc = torch.float64 if M.dtype == torch.float64 else torch.float32
+    acc = norm_dtype(M.dtype)
     out = torch.empty((), device=M.device, dtype=M.dtype)
     row = torch.empty(C, device=M.device, dtype=acc)
     col = torch.empty(C, device=M.device, dtype=acc)

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import as_stack, norm_dtype
+
 __all__ = ["penalty_backward", "penalty_forward"]
 
 
@@ -218,18 +220,14 @@ def penalty_workspace(
     return num_rb, col_ws, part, counter
 
 
-def _batched(M: torch.Tensor) -> torch.Tensor:
-    return M if M.dim() == 3 else M.unsqueeze(0)
-
-
 def penalty_forward(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(P, row_norm, col_norm) of M [n, n] or [B, n, n], one kernel launch.
 
     P has M's dtype and shape M.shape[:-2]; the norms are float32 (float64 for a float64 M) of
     shape M.shape[:-1]. Any strides."""
-    Mb = _batched(M)
+    Mb = as_stack(M)
     B, n, _ = Mb.shape
-    acc = torch.float64 if M.dtype == torch.float64 else torch.float32
+    acc = norm_dtype(M.dtype)
     out = torch.empty(B, device=M.device, dtype=M.dtype)
     row = torch.empty((B, n), device=M.device, dtype=acc)
     col = torch.empty((B, n), device=M.device, dtype=acc)
@@ -250,7 +248,7 @@ def penalty_backward(
     grad: torch.Tensor, M: torch.Tensor, row_norm: torch.Tensor, col_norm: torch.Tensor
 ) -> torch.Tensor:
     """grad[..., None, None] * dP/dM (M's dtype, contiguous), from the forward's saved norms."""
-    Mb = _batched(M)
+    Mb = as_stack(M)
     B, n, _ = Mb.shape
     out = torch.empty((B, n, n), device=M.device, dtype=M.dtype)
     if out.numel() > 0:

@@ -21,8 +21,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from ..kernels import as_stack
 from ..ops.penalty import l1l2_penalty, l1l2_penalty_grad
-from .steps import as_stack, frank_wolfe_step, gradient_step, mirror_step, projected_step
+from .steps import frank_wolfe_step, gradient_step, mirror_step, projected_step
 
 __all__ = ["PathOptions", "PathResult", "StepKind", "distance_to_vertex", "penalty_path"]
 

@@ -28,11 +28,12 @@ from scipy.optimize import quadratic_assignment
 from torch import Tensor
 
 from ..doubly_stochastic import project_doubly_stochastic_
+from ..kernels import as_stack
 from .penalty_path import PathOptions, penalty_path
 from .polish import faq_polish
 from .problems import check_pair, qap_objective
 from .relaxations import QuadraticRelaxation
-from .steps import as_stack, round_to_perms
+from .steps import round_to_perms
 
 __all__ = ["SOLVERS", "MatchResult", "solve"]
 

@@ -24,9 +24,9 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from ..doubly_stochastic import project_doubly_stochastic_
+from ..kernels import as_stack
 
 __all__ = [
-    "as_stack",
     "assignment_perms",
     "assignment_vertices",
     "frank_wolfe_step",
@@ -35,11 +35,6 @@ __all__ = [
     "projected_step",
     "round_to_perms",
 ]
-
-
-def as_stack(M: Tensor) -> Tensor:
-    """M [..., n, n] viewed as [B, n, n], the shapes the package's ops take."""
-    return M.reshape(-1, *M.shape[-2:])
 
 
 def _normalised(H: Tensor) -> Tensor:

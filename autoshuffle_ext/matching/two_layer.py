@@ -30,9 +30,10 @@ import torch
 from torch import Tensor
 
 from ..doubly_stochastic import project_doubly_stochastic_
+from ..kernels import as_stack
 from ..ops.penalty import l1l2_penalty
 from .penalty_path import PathOptions, PathResult, penalty_path
-from .steps import as_stack, round_to_perms
+from .steps import round_to_perms
 
 __all__ = [
     "TwoLayerProblem",

@@ -33,7 +33,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .penalty import norm_dtype, penalty_grad_aten, penalty_norms_aten
+from ..kernels import norm_dtype
+from .penalty import penalty_grad_aten, penalty_norms_aten
 
 __all__ = [
     "check_mix_inputs",

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..kernels import norm_dtype
+
 __all__ = ["check_square", "l1l2_penalty", "l1l2_penalty_grad", "penalty_and_norms"]
 
 
@@ -38,11 +40,6 @@ def check_square(M: Tensor, name: str = "M") -> None:
         raise ValueError(f"{name} must have shape [n, n] or [B, n, n], got {tuple(M.shape)}")
     if not M.dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating point tensor, got {M.dtype}")
-
-
-def norm_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the norms are accumulated and saved in: float64 for float64, else float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _use_triton(M: Tensor) -> bool:
