@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..ops.channel_gather import is_permutation
+
 __all__ = [
     "PlantedInstance",
     "as_problem_tensor",
@@ -84,8 +86,7 @@ def _check_perm(perm: Tensor, n: int, batch: tuple[int, ...]) -> Tensor:
         raise ValueError(
             f"perm must be int64 of shape {(*batch, n)}, got {perm.dtype} {tuple(perm.shape)}"
         )
-    identity = torch.arange(n, device=perm.device).expand_as(perm)
-    if not torch.equal(perm.sort(dim=-1).values, identity):
+    if not bool(is_permutation(perm).all()):
         raise ValueError("perm must be a permutation of 0..n-1 in its last dimension")
     return perm
 

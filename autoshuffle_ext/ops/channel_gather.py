@@ -20,6 +20,7 @@ __all__ = [
     "fixed_shuffle_perm",
     "gather_memory_format",
     "inverse_permutation",
+    "is_permutation",
 ]
 
 
@@ -148,6 +149,15 @@ def _(x: torch.Tensor, perm: torch.Tensor, *, out: torch.Tensor) -> None:
     _check_out(x, out)
 
 
+def is_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """Whether each row of `perm` ([..., n], integer) holds every index 0..n-1 exactly once.
+
+    Returns a bool tensor of shape perm.shape[:-1] on perm's device (True for n == 0).
+    """
+    identity = torch.arange(perm.shape[-1], device=perm.device)
+    return (perm.sort(dim=-1).values == identity).all(dim=-1)
+
+
 def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "perm") -> None:
     """Raises unless `perm` is a 1-D int64 tensor holding a permutation of 0..num_channels-1.
 
@@ -165,9 +175,7 @@ def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "per
         )
     if perm.numel() != num_channels:
         raise ValueError(f"{name} must have length {num_channels}, got {perm.numel()}")
-    if num_channels and not torch.equal(
-        torch.sort(perm).values, torch.arange(num_channels, device=perm.device)
-    ):
+    if not bool(is_permutation(perm)):
         shown = perm.tolist() if num_channels <= 32 else "repeated or out-of-range entries"
         raise ValueError(
             f"{name} must be a permutation of 0..{num_channels - 1} (each index exactly once), "
