@@ -18,6 +18,7 @@ from .ops.penalty import check_square
 
 __all__ = [
     "distance_to_permutation",
+    "linear_assignment",
     "permutation_matrix",
     "project_doubly_stochastic_",
     "round_to_permutation",
@@ -120,6 +121,18 @@ def project_doubly_stochastic_(
     return M
 
 
+def linear_assignment(weights: torch.Tensor, *, maximize: bool) -> torch.Tensor:
+    """The assignment of least (with `maximize`, greatest) total weight of each matrix.
+
+    `weights` [n, n] gives an int64 [n] tensor perm, perm[i] = column assigned to row i; [..., n, n]
+    gives [..., n]; on weights' device. Solved on the host in float64 by scipy, matrix by matrix.
+    """
+    stack = weights.detach().to("cpu", torch.float64).numpy().reshape(-1, *weights.shape[-2:])
+    perms = [linear_sum_assignment(w, maximize=maximize)[1] for w in stack]
+    perm = torch.as_tensor(np.stack(perms), dtype=torch.int64).reshape(weights.shape[:-1])
+    return perm.to(weights.device)
+
+
 def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
     """The permutation of maximum weight: perm[i] = column assigned to row i.
 
@@ -131,13 +144,9 @@ def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
         TypeError / ValueError: M is not a floating [n, n] or [B, n, n] tensor, or holds NaN/inf.
     """
     check_square(M)
-    weights = M.detach().to("cpu", torch.float64).numpy()
-    if not np.isfinite(weights).all():
+    if not bool(torch.isfinite(M).all()):
         raise ValueError("M must be finite to be rounded, got NaN or inf entries")
-    stack = weights.reshape(-1, *weights.shape[-2:])
-    perms = [linear_sum_assignment(w, maximize=True)[1] for w in stack]
-    perm = torch.as_tensor(np.stack(perms), dtype=torch.int64).reshape(M.shape[:-1])
-    return perm.to(M.device)
+    return linear_assignment(M, maximize=True)
 
 
 def permutation_matrix(perm: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -18,16 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ..doubly_stochastic import project_doubly_stochastic_
+from ..doubly_stochastic import linear_assignment, project_doubly_stochastic_
 from ..kernels import as_stack
+from ..ops.channel_gather import is_permutation
 
 __all__ = [
-    "assignment_perms",
     "assignment_vertices",
     "frank_wolfe_step",
     "gradient_step",
@@ -44,14 +42,6 @@ def _normalised(H: Tensor) -> Tensor:
     return (H - low) / span.clamp_min(torch.finfo(H.dtype).tiny)
 
 
-def assignment_perms(H: Tensor) -> Tensor:
-    """perm[..., i] = column of row i in the assignment minimising sum_i H[i, perm[i]]."""
-    costs = H.detach().to("cpu").numpy()
-    flat = costs.reshape(-1, *costs.shape[-2:])
-    perms = np.stack([linear_sum_assignment(c)[1] for c in flat])
-    return torch.from_numpy(perms).reshape(H.shape[:-1]).to(H.device)
-
-
 def round_to_perms(M: Tensor) -> Tensor:
     """The maximum-weight permutations of M ([..., n, n] -> [..., n]).
 
@@ -59,15 +49,14 @@ def round_to_perms(M: Tensor) -> Tensor:
     every row's maximum), which spares the assignment solve near a vertex.
     """
     perm = M.argmax(dim=-1)
-    identity = torch.arange(M.shape[-1], device=M.device)
-    if bool((perm.sort(dim=-1).values == identity).all()):
+    if bool(is_permutation(perm).all()):
         return perm
-    return assignment_perms(-M)
+    return linear_assignment(M, maximize=True)
 
 
 def assignment_vertices(H: Tensor) -> Tensor:
     """The permutation matrices Q minimising <H, Q> (Q[..., i, perm[i]] = 1), H's shape."""
-    perm = assignment_perms(H)
+    perm = linear_assignment(H, maximize=False)
     return torch.zeros_like(H).scatter_(-1, perm[..., None], 1.0)
 
 
