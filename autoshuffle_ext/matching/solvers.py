@@ -27,13 +27,11 @@ import torch
 from scipy.optimize import quadratic_assignment
 from torch import Tensor
 
-from ..doubly_stochastic import project_doubly_stochastic_
-from ..kernels import as_stack
 from .penalty_path import PathOptions, penalty_path
 from .polish import faq_polish
 from .problems import check_pair, qap_objective
 from .relaxations import QuadraticRelaxation
-from .steps import round_to_perms
+from .steps import barycenter_starts, round_to_perms
 
 __all__ = ["SOLVERS", "MatchResult", "solve"]
 
@@ -68,14 +66,13 @@ class MatchResult:
 def _start_points(like: Tensor, restarts: int, spread: float, seed: int | None) -> Tensor:
     """[..., restarts, n, n]: the barycenter, then random doubly stochastic points near it."""
     n = like.shape[-1]
-    shape = (*like.shape[:-2], restarts, n, n)
-    M = torch.full(shape, 1.0 / n, dtype=like.dtype, device=like.device)
+    noise = like.new_empty((*like.shape[:-2], 0, n, n))
     if restarts > 1:
         gen = torch.Generator().manual_seed(0 if seed is None else seed)
-        noise = torch.rand(shape, generator=gen, dtype=like.dtype).to(like.device)
-        project_doubly_stochastic_(as_stack(noise), iters=20)
-        M[..., 1:, :, :] = (1 - spread) * M[..., 1:, :, :] + spread * noise[..., 1:, :, :]
-    return M
+        # One draw per start, the barycenter's unused, so that a seed keeps its start points.
+        shape = (*like.shape[:-2], restarts, n, n)
+        noise = torch.rand(shape, generator=gen, dtype=like.dtype)[..., 1:, :, :].to(like.device)
+    return barycenter_starts(noise, spread, scaling_iters=20)
 
 
 def _certified(relaxed: QuadraticRelaxation) -> Callable[[Tensor], bool]:

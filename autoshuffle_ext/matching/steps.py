@@ -27,6 +27,7 @@ from ..ops.channel_gather import is_permutation
 
 __all__ = [
     "assignment_vertices",
+    "barycenter_starts",
     "frank_wolfe_step",
     "gradient_step",
     "mirror_step",
@@ -58,6 +59,21 @@ def assignment_vertices(H: Tensor) -> Tensor:
     """The permutation matrices Q minimising <H, Q> (Q[..., i, perm[i]] = 1), H's shape."""
     perm = linear_assignment(H, maximize=False)
     return torch.zeros_like(H).scatter_(-1, perm[..., None], 1.0)
+
+
+def barycenter_starts(noise: Tensor, spread: float, scaling_iters: int) -> Tensor:
+    """Start points [..., k + 1, n, n]: the barycenter (every entry 1/n), then the k random
+    non-negative matrices of `noise` [..., k, n, n], scaled towards doubly stochastic (a copy:
+    `noise` is left as it is) and each mixed into the barycenter with weight `spread`.
+    """
+    n, k = noise.shape[-1], noise.shape[-3]
+    shape = (*noise.shape[:-3], k + 1, n, n)
+    M = torch.full(shape, 1.0 / n, dtype=noise.dtype, device=noise.device)
+    if k > 0:
+        near = noise.clone(memory_format=torch.contiguous_format)
+        project_doubly_stochastic_(as_stack(near), iters=scaling_iters)
+        M[..., 1:, :, :] = (1 - spread) * M[..., 1:, :, :] + spread * near
+    return M
 
 
 def mirror_step(M: Tensor, H: Tensor, eta: float, scaling_iters: int = 5) -> Tensor:

@@ -29,11 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..doubly_stochastic import project_doubly_stochastic_
 from ..kernels import as_stack
 from ..ops.penalty import l1l2_penalty
 from .penalty_path import PathOptions, PathResult, penalty_path
-from .steps import round_to_perms
+from .steps import barycenter_starts, round_to_perms
 
 __all__ = [
     "TwoLayerProblem",
@@ -205,12 +204,8 @@ def start_points(
         raise ValueError(f"starts must be >= 1, got {starts}")
     if not 0 <= spread <= 1:
         raise ValueError(f"spread must be in [0, 1], got {spread}")
-    M = torch.full((starts, n, n), 1.0 / n, dtype=torch.float64)
-    if starts > 1:
-        noise = torch.rand(starts - 1, n, n, generator=generator, dtype=torch.float64)
-        project_doubly_stochastic_(noise, iters=50)
-        M[1:] = (1 - spread) * M[1:] + spread * noise
-    return M
+    noise = torch.rand(starts - 1, n, n, generator=generator, dtype=torch.float64)
+    return barycenter_starts(noise, spread, scaling_iters=50)
 
 
 def solve_two_layer(
