@@ -27,6 +27,7 @@ import torch
 from scipy.optimize import quadratic_assignment
 from torch import Tensor
 
+from ..ops.channel_gather import is_permutation
 from .penalty_path import PathOptions, penalty_path
 from .polish import faq_polish
 from .problems import check_pair, qap_objective
@@ -75,35 +76,35 @@ def _start_points(like: Tensor, restarts: int, spread: float, seed: int | None) 
     return barycenter_starts(noise, spread, scaling_iters=20)
 
 
-def _certified(relaxed: QuadraticRelaxation) -> Callable[[Tensor], bool]:
-    """A stopping rule: every problem of the batch has a restart whose row-wise argmax is a
-    permutation at which the convex relaxation (>= 0 everywhere) is 0, a global optimum.
+def _optimal(convex: QuadraticRelaxation, perm: Tensor) -> Tensor:
+    """Whether the convex relaxation (>= 0 everywhere) is 0 at each permutation of perm
+    ([..., restarts, n]), which makes it a global optimum ([..., restarts]); computed in the
+    relaxation's dtype.
 
-    For graph matching that is an exact isomorphism, ||A - P B P^T|| = 0. A permutation taking
-    every row's largest entry is also the maximum-weight rounding of M, so rounding M later
-    returns it.
+    For graph matching that is an exact isomorphism, ||A - P B P^T|| = 0.
+    """
+    A = convex.A
+    P = torch.zeros(*perm.shape, perm.shape[-1], dtype=A.dtype, device=A.device)
+    P.scatter_(-1, perm[..., None], 1.0)
+    return convex.value(P) <= 1e-9 * (A.square().sum(dim=(-2, -1)) + 1)
+
+
+def _certified(convex: QuadraticRelaxation) -> Callable[[Tensor], bool]:
+    """A stopping rule: every problem of the batch has a restart whose row-wise argmax is a
+    permutation at which `_optimal` holds.
+
+    A permutation taking every row's largest entry is also the maximum-weight rounding of M, so
+    rounding M later returns it.
     """
 
     def solved(M: Tensor) -> bool:
-        n = M.shape[-1]
         perm = M.argmax(dim=-1)
-        is_perm = (perm.sort(dim=-1).values == torch.arange(n, device=M.device)).all(dim=-1)
+        is_perm = is_permutation(perm)
         if not bool(is_perm.any()):
             return False
-        P = torch.zeros_like(M).scatter_(-1, perm[..., None], 1.0)
-        zero = relaxed.value(P) <= 1e-9 * (relaxed.A.square().sum(dim=(-2, -1)) + 1)
-        return bool((is_perm & zero).any(dim=-1).all())
+        return bool((is_perm & _optimal(convex, perm)).any(dim=-1).all())
 
     return solved
-
-
-def _solved_in_float64(A: Tensor, B: Tensor, maximize: bool, perm: Tensor) -> bool:
-    """The certificate of `_certified` for perm ([..., restarts, n]) with A, B in float64."""
-    convex = QuadraticRelaxation(A, B, maximize=maximize, kind="convex")
-    P = torch.zeros(*perm.shape, perm.shape[-1], dtype=A.dtype, device=A.device)
-    P.scatter_(-1, perm[..., None], 1.0)
-    zero = convex.value(P) <= 1e-9 * (A.square().sum(dim=(-2, -1)) + 1)
-    return bool(zero.any(dim=-1).all())
 
 
 def _path_solver(
@@ -146,7 +147,8 @@ def _path_solver(
     M0 = _start_points(A, restarts, spread, seed).float()
     path = penalty_path(relaxed, M0, options, solved=solved)
     perm = round_to_perms(path.M)
-    certified = path.solved and _solved_in_float64(A_, B_, maximize, perm)
+    convex64 = QuadraticRelaxation(A_, B_, maximize=maximize, kind="convex")
+    certified = path.solved and bool(_optimal(convex64, perm).any(dim=-1).all())
     exact = QuadraticRelaxation(A_, B_, maximize=maximize, kind="indefinite")
     moves = 0
     if polish and not certified:  # a certified permutation cannot be improved
