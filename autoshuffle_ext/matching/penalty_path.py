@@ -32,8 +32,21 @@ STEP_KINDS = ("mirror", "frank-wolfe", "projected", "gradient")
 
 
 class Objective(Protocol):
-    def grad(self, M: Tensor) -> Tensor: ...
-    def value(self, M: Tensor) -> Tensor: ...
+    """What the path minimises besides the penalty, for M [..., n, n]: `grad` at every step,
+    `value` for the recorded history, `curvature` for Frank-Wolfe steps only (an objective used
+    with the other steps, such as the two-layer loss, may leave it out)."""
+
+    def grad(self, M: Tensor) -> Tensor:
+        """grad g(M), M's shape."""
+        ...
+
+    def value(self, M: Tensor) -> Tensor:
+        """g(M), of M's batch shape [...]."""
+        ...
+
+    def curvature(self, D: Tensor) -> Tensor:
+        """c(D), the coefficient of t^2 in g(M + t D) (a quadratic g), of D's batch shape."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,9 @@ def solve(
     """Finds a permutation optimising f(perm) = sum_ij A[i, j] B[perm[i], perm[j]].
 
     Args:
-        A, B: [n, n] or [B, n, n] tensors or arrays (any real dtype; computed in float64 on A's
-            device, the assignments on the host).
+        A, B: [n, n] or [B, n, n] tensors or arrays (any real dtype), on A's device. The path
+            solvers run their path in float32, their certificate, polish and the objective in
+            float64; the assignments are solved on the host.
         method: one of `SOLVERS`.
         maximize: False for quadratic assignment (QAPLIB), True for graph matching, where the
             maximiser of f minimises ||A - P B P^T||_F^2.

@@ -11,7 +11,9 @@
 * `gradient_step`: the same update with the raw gradient, M - eta * H: steps shrink with the
   gradient, so the plain relaxation converges to a stationary point (the paper's training).
 
-All take and return M of shape [..., n, n] (float64) and keep its device.
+All take and return M of shape [..., n, n] and keep its dtype and device: the solvers run them in
+float32 (`solvers.py`), the two-layer example in float64. `barycenter_starts` builds the points
+they start from; `round_to_perms` rounds where they end.
 """
 
 from __future__ import annotations
