@@ -130,7 +130,7 @@ def mix_weight_grad_aten(dy: Tensor, x: Tensor) -> Tensor:
 _TAGS = (torch.Tag.needs_fixed_stride_order,)  # y's layout follows x's strides
 
 
-def _use_triton(x: Tensor, M: Tensor) -> bool:
+def _use_triton(x: Tensor) -> bool:
     from ..kernels import triton_available
 
     return triton_available() and x.dtype in (*_HALF, torch.float32) and x.shape[1] > 0
@@ -143,7 +143,7 @@ def _mix_fwd(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 @_mix_fwd.register_kernel("cuda")
 def _(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    if not _use_triton(x, M):
+    if not _use_triton(x):
         return (mix_aten(x, M), *penalty_norms_aten(M))
     from ..kernels.mixing import shuffle_mix_forward
 
@@ -216,7 +216,7 @@ def _(
     need_dx: bool,
     need_dm: bool,
 ) -> tuple[Tensor, Tensor]:
-    if not _use_triton(x, M):
+    if not _use_triton(x):
         return _mix_bwd_aten(dy, grad_p, x, M, row_norm, col_norm, need_dx, need_dm)
     from ..kernels.mixing import shuffle_mix_backward
 
