@@ -18,7 +18,6 @@ class DistContext:
 
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def enabled(self) -> bool:
@@ -35,10 +34,10 @@ def init_distributed(device: torch.device) -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank = int(os.environ["RANK"])
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank, world, local_rank)
+    return DistContext(rank, world)
 
 
 def all_reduce_sum(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:
