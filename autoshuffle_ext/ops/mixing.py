@@ -136,15 +136,21 @@ def _use_triton(x: Tensor) -> bool:
     return triton_available() and x.dtype in (*_HALF, torch.float32) and x.shape[1] > 0
 
 
-@torch.library.custom_op("autoshuffle_ext::shuffle_mix_fwd", mutates_args=(), tags=_TAGS)
-def _mix_fwd(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _mix_fwd_aten(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return (mix_aten(x, M), *penalty_norms_aten(M))
+
+
+# Each op's CPU kernel is its ATen implementation, which CUDA falls back to where Triton does not
+# apply.
+_mix_fwd = torch.library.custom_op("autoshuffle_ext::shuffle_mix_fwd", mutates_args=(), tags=_TAGS)(
+    _mix_fwd_aten
+)
 
 
 @_mix_fwd.register_kernel("cuda")
 def _(x: Tensor, M: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     if not _use_triton(x):
-        return (mix_aten(x, M), *penalty_norms_aten(M))
+        return _mix_fwd_aten(x, M)
     from ..kernels.mixing import shuffle_mix_forward
 
     return shuffle_mix_forward(x, M, empty_mix_output(x))
@@ -191,18 +197,9 @@ def _bwd_outputs(
     return dx, dm
 
 
-@torch.library.custom_op("autoshuffle_ext::shuffle_mix_bwd", mutates_args=(), tags=_TAGS)
-def _mix_bwd(
-    dy: Tensor,
-    grad_p: Tensor | None,
-    x: Tensor,
-    M: Tensor,
-    row_norm: Tensor,
-    col_norm: Tensor,
-    need_dx: bool,
-    need_dm: bool,
-) -> tuple[Tensor, Tensor]:
-    return _mix_bwd_aten(dy, grad_p, x, M, row_norm, col_norm, need_dx, need_dm)
+_mix_bwd = torch.library.custom_op("autoshuffle_ext::shuffle_mix_bwd", mutates_args=(), tags=_TAGS)(
+    _mix_bwd_aten
+)
 
 
 @_mix_bwd.register_kernel("cuda")

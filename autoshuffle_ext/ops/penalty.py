@@ -72,12 +72,19 @@ def penalty_grad_aten(M: Tensor, row_norm: Tensor, col_norm: Tensor) -> Tensor:
     return 2 * torch.sign(Ma) - Ma * inv
 
 
+def _penalty_bwd_aten(grad: Tensor, M: Tensor, row_norm: Tensor, col_norm: Tensor) -> Tensor:
+    """grad[..., None, None] * dP/dM from the saved norms, in M's dtype."""
+    g = grad.to(row_norm.dtype)[..., None, None]
+    return (g * penalty_grad_aten(M, row_norm, col_norm)).to(M.dtype)
+
+
 # ---- ops ----
+# Each op's CPU kernel is its ATen implementation, which CUDA falls back to where Triton does not
+# apply.
 
-
-@torch.library.custom_op("autoshuffle_ext::l1l2_penalty_fwd", mutates_args=())
-def _penalty_fwd(M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return penalty_norms_aten(M)
+_penalty_fwd = torch.library.custom_op("autoshuffle_ext::l1l2_penalty_fwd", mutates_args=())(
+    penalty_norms_aten
+)
 
 
 @_penalty_fwd.register_kernel("cuda")
@@ -99,17 +106,15 @@ def _(M: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     )
 
 
-@torch.library.custom_op("autoshuffle_ext::l1l2_penalty_bwd", mutates_args=())
-def _penalty_bwd(grad: Tensor, M: Tensor, row_norm: Tensor, col_norm: Tensor) -> Tensor:
-    g = grad.to(row_norm.dtype)[..., None, None]
-    return (g * penalty_grad_aten(M, row_norm, col_norm)).to(M.dtype)
+_penalty_bwd = torch.library.custom_op("autoshuffle_ext::l1l2_penalty_bwd", mutates_args=())(
+    _penalty_bwd_aten
+)
 
 
 @_penalty_bwd.register_kernel("cuda")
 def _(grad: Tensor, M: Tensor, row_norm: Tensor, col_norm: Tensor) -> Tensor:
     if not _use_triton(M):
-        g = grad.to(row_norm.dtype)[..., None, None]
-        return (g * penalty_grad_aten(M, row_norm, col_norm)).to(M.dtype)
+        return _penalty_bwd_aten(grad, M, row_norm, col_norm)
     from ..kernels.penalty import penalty_backward
 
     return penalty_backward(grad, M, row_norm, col_norm)
