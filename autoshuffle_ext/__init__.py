@@ -12,12 +12,16 @@ from .modules import (
     FixedShuffle,
     HardShuffle,
     LearnedShuffle,
+    LearnedStructure,
     SinkhornShuffle,
+    SoftShuffle,
     attach_projection,
     freeze,
     learned_matrices,
     penalty,
     shuffle_report,
+    structure_report,
+    structures,
 )
 from .ops import (
     channel_gather,
@@ -32,7 +36,9 @@ __all__ = [
     "FixedShuffle",
     "HardShuffle",
     "LearnedShuffle",
+    "LearnedStructure",
     "SinkhornShuffle",
+    "SoftShuffle",
     "attach_projection",
     "channel_gather",
     "distance_to_permutation",
@@ -50,5 +56,7 @@ __all__ = [
     "round_to_permutation",
     "shuffle_mix",
     "shuffle_report",
+    "structure_report",
+    "structures",
 ]
 __version__ = "0.1.0"

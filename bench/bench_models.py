@@ -65,7 +65,7 @@ def _frozen_learned(name: str) -> torch.nn.Module:
     model = build_model(name, shuffle="learned")
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        for _, module in asx.modules.learned_shuffles(model):
+        for _, module in asx.structures(model, asx.LearnedShuffle):
             n = module.num_channels
             module.weight.copy_(asx.permutation_matrix(torch.randperm(n, generator=g)))
     return asx.freeze(model)

@@ -53,7 +53,7 @@ def run(method: str, channels: int, rank: int | None, seed: int, steps: int) -> 
     with torch.no_grad():
         M = module.matrix() if method == "sinkhorn" else module.weight
         return {
-            "recovered": bool(torch.equal(module.permutation(), perm)),
+            "recovered": bool(torch.equal(module.perm, perm)),
             "loss": (module(x) - y).square().mean().item(),
             "frozen": (asx.freeze(module)(x) - y).square().mean().item(),
             "penalty": asx.l1l2_penalty(M).item(),

@@ -45,7 +45,7 @@ def test_penalty_recovers_the_hidden_permutation():
     losses = train(module, x, y)
     assert losses[-1] < 1e-3 * losses[0]
     assert asx.l1l2_penalty(module.weight.detach()).item() < 1e-2
-    assert torch.equal(module.permutation(), perm)
+    assert torch.equal(module.perm, perm)
     assert torch.equal(asx.freeze(module)(x), y)
 
 
@@ -55,7 +55,7 @@ def test_relaxation_runs_side_by_side_and_rounds_to_a_permutation():
     module = asx.SinkhornShuffle(CHANNELS, init="uniform", noise=0.05, iters=20)
     losses = train(module, x, y)
     assert losses[-1] < losses[0]
-    perm = module.permutation()
+    perm = module.perm
     assert sorted(perm.tolist()) == list(range(CHANNELS))
     M = module.matrix().detach()
     # Sinkhorn ends on a column normalisation: columns exact, rows close.

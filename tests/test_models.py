@@ -142,7 +142,7 @@ def test_a_few_training_steps_lower_the_loss(shuffle):
         (loss + 0.01 * asx.penalty(model)).backward()
         optimizer.step()
     assert losses[-1] < 0.25 * losses[0]
-    for _, module in asx.modules.learned_shuffles(model):
+    for _, module in asx.structures(model, asx.LearnedShuffle):
         M = module.weight.detach()
         assert (M >= 0).all()
         # Doubly stochastic within 1e-4, also for the 40-70% zero 60 x 60 matrices of the last

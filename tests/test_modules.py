@@ -60,7 +60,7 @@ def test_on_a_permutation_soft_equals_hard(channels_last):
     if channels_last:
         x = x.to(memory_format=torch.channels_last)
     assert torch.equal(module(x), asx.HardShuffle(perm)(x))
-    assert torch.equal(module.permutation(), perm)
+    assert torch.equal(module.perm, perm)
     assert module.penalty().item() == 0.0
 
 
@@ -72,7 +72,7 @@ def test_shuffle_init_rounds_to_the_fixed_shuffle():
     blended = asx.LearnedShuffle(18, groups=3)  # default blend toward uniform, with noise
     assert not torch.equal(blended(x), fixed(x))
     assert torch.equal(asx.freeze(blended)(x), fixed(x))
-    assert torch.equal(fixed.perm(), asx.fixed_shuffle_perm(18, 3))
+    assert torch.equal(fixed.perm, asx.fixed_shuffle_perm(18, 3))
 
 
 @pytest.mark.parametrize("init", ["shuffle", "identity", "random", "uniform"])
@@ -111,13 +111,21 @@ def test_penalty_sums_weighted_terms_and_reuses_the_forward_value():
 
 
 def test_penalty_is_recomputed_after_the_matrix_changes():
-    module = asx.LearnedShuffle(6, groups=2)
+    module = asx.LearnedShuffle(6, groups=2, penalty_weight=1.0)
     module(torch.randn(2, 6, 2, 2))
     before = module.penalty().item()
     with torch.no_grad():
         module.weight.copy_(initial_matrix(6, init="uniform", noise=0.0))
     assert module.penalty().item() == pytest.approx(reference_penalty(module.weight).item())
     assert module.penalty().item() != pytest.approx(before)
+
+
+def test_penalty_is_recomputed_after_the_matrix_data_is_swapped():
+    module = asx.LearnedShuffle(4, groups=2, penalty_weight=1.0)
+    module(torch.randn(2, 4, 3, 3))
+    assert module.penalty().item() > 0
+    module.weight.data = torch.eye(4)
+    assert module.penalty().item() == 0.0
 
 
 def test_penalty_of_a_model_without_learned_shuffles_is_zero():
@@ -172,7 +180,7 @@ def test_freeze_replaces_soft_shuffles_by_exact_gathers(kind):
     frozen = asx.freeze(model)
     assert isinstance(frozen[1], asx.HardShuffle)
     assert not isinstance(model[1], asx.HardShuffle)  # the original keeps training
-    expected = model[1].permutation()
+    expected = model[1].perm
     assert torch.equal(frozen[1].perm, expected)
     in_place = asx.freeze(model, inplace=True)
     assert in_place is model and isinstance(model[1], asx.HardShuffle)

@@ -8,7 +8,7 @@ from autoshuffle_ext.train import loop
 from autoshuffle_ext.train.checkpoint import atomic_save, load_checkpoint
 from autoshuffle_ext.train.cli import main
 from autoshuffle_ext.train.errors import CheckpointError
-from autoshuffle_ext.train.schedules import WarmupCosine, penalty_weight_at
+from autoshuffle_ext.train.schedules import WarmupCosine, penalty_scale_at
 
 TINY = [
     "--model", "shufflenet_v1_g3_x0_25", "--batch-size", "32", "--limit-batches", "3",
@@ -25,13 +25,18 @@ def test_warmup_then_cosine():
     assert values == sorted(values, reverse=True)
 
 
-def test_penalty_weight_ramps_then_holds():
-    assert penalty_weight_at(0, 100, 2.0, "linear", 0.5) == pytest.approx(2.0 / 50)
-    assert penalty_weight_at(24, 100, 2.0, "linear", 0.5) == pytest.approx(1.0)
-    assert penalty_weight_at(80, 100, 2.0, "linear", 0.5) == 2.0
-    assert penalty_weight_at(0, 100, 2.0, "constant") == 2.0
-    with pytest.raises(ValueError, match="schedule"):
-        penalty_weight_at(0, 100, 1.0, "cosine")
+def test_penalty_scale_ramps_between_start_and_end_then_holds():
+    assert penalty_scale_at(0, 100, "linear", 0.0, 0.5) == pytest.approx(1 / 50)
+    assert penalty_scale_at(24, 100, "linear", 0.0, 0.5) == pytest.approx(0.5)
+    assert penalty_scale_at(80, 100, "linear", 0.0, 0.5) == 1.0
+    assert penalty_scale_at(19, 100, "linear", 0.2, 0.6) == 0.0
+    assert penalty_scale_at(39, 100, "linear", 0.2, 0.6) == pytest.approx(0.5)
+    assert penalty_scale_at(59, 100, "linear", 0.2, 0.6) == 1.0
+    assert penalty_scale_at(0, 100, "constant") == 1.0
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        penalty_scale_at(0, 100, "cosine")
+    with pytest.raises(ValueError, match="0 <= start <= end <= 1"):
+        penalty_scale_at(0, 100, "linear", 0.6, 0.5)
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):

@@ -12,26 +12,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..modules import LearnedShuffle, SinkhornShuffle
+from ..modules import SoftShuffle, structures
 
 __all__ = ["Complexity", "count_macs", "count_parameters", "input_resolution", "measure"]
-
-_SOFT = (LearnedShuffle, SinkhornShuffle)
 
 
 @dataclass(frozen=True)
 class Complexity:
     """Parameters and multiply-adds of one model at one input size."""
 
-    params: int  # network parameters (everything but learned shuffle matrices)
-    shuffle_params: int  # learned shuffle parameters (C x C per shuffle), extra at training
+    params: int  # network parameters (everything but the learned structures' own)
+    shuffle_params: int  # structure parameters (C x C per learned shuffle), extra at training
     macs: int  # inference multiply-adds of convs and fc
     shuffle_macs: int  # training-time multiply-adds of the soft shuffles' mixing products
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(network parameters, learned shuffle parameters) of `model`."""
-    shuffle = {id(p) for m in model.modules() if isinstance(m, _SOFT) for p in m.parameters()}
+    """(network parameters, structure parameters) of `model`: the second counts what its learned
+    structures train on top of the network (`structure_parameters`)."""
+    shuffle = {id(p) for _, m in structures(model) for p in m.structure_parameters()}
     params = list(model.parameters())
     extra = sum(p.numel() for p in params if id(p) in shuffle)
     return sum(p.numel() for p in params) - extra, extra
@@ -61,7 +60,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
-        elif isinstance(module, _SOFT):
+        elif isinstance(module, SoftShuffle):
             handles.append(module.register_forward_hook(mix_hook))
     was_training = model.training
     first = next(model.parameters())

@@ -1,26 +1,33 @@
-"""Drop-in channel shuffle modules: learned (AutoShuffleNet), relaxed (Sinkhorn), fixed, exact."""
+"""Drop-in channel shuffle modules and the learned-structure protocol they follow: learned
+(AutoShuffleNet), relaxed (Sinkhorn), fixed, exact; the whole-model helpers."""
 
-from .collect import attach_projection, learned_matrices, learned_shuffles, penalty
+from .collect import attach_projection, learned_matrices, penalty, structures
 from .factory import SHUFFLE_KINDS, make_shuffle
-from .freeze import freeze, shuffle_report
+from .freeze import freeze, shuffle_report, structure_report
 from .hard import FixedShuffle, HardShuffle
 from .init import initial_matrix
-from .learned import LearnedShuffle
+from .learned import DEFAULT_PENALTY_WEIGHT, LearnedShuffle
 from .sinkhorn import SinkhornShuffle, sinkhorn
+from .soft import SoftShuffle
+from .structure import LearnedStructure
 
 __all__ = [
+    "DEFAULT_PENALTY_WEIGHT",
     "SHUFFLE_KINDS",
     "FixedShuffle",
     "HardShuffle",
     "LearnedShuffle",
+    "LearnedStructure",
     "SinkhornShuffle",
+    "SoftShuffle",
     "attach_projection",
     "freeze",
     "initial_matrix",
     "learned_matrices",
-    "learned_shuffles",
     "make_shuffle",
     "penalty",
     "shuffle_report",
     "sinkhorn",
+    "structure_report",
+    "structures",
 ]

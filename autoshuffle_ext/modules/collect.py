@@ -1,4 +1,5 @@
-"""Whole-model helpers for training: the summed penalty and the projection after each step."""
+"""Whole-model helpers for training: every `LearnedStructure` of a model, their summed penalty,
+and their projection after each optimizer step."""
 
 from __future__ import annotations
 
@@ -8,26 +9,29 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ..doubly_stochastic import DEFAULT_SCALING_ITERS, project_doubly_stochastic_
-from .learned import LearnedShuffle
+from .soft import SoftShuffle
+from .structure import LearnedStructure
 
-__all__ = ["attach_projection", "learned_matrices", "learned_shuffles", "penalty"]
+__all__ = ["attach_projection", "learned_matrices", "penalty", "structures"]
 
 
-def learned_shuffles(model: nn.Module) -> Iterator[tuple[str, LearnedShuffle]]:
-    """(qualified name, module) of every `LearnedShuffle` in `model`, itself included."""
+def structures(
+    model: nn.Module, kind: type[LearnedStructure] = LearnedStructure
+) -> Iterator[tuple[str, LearnedStructure]]:
+    """(qualified name, module) of every instance of `kind` in `model`, itself included."""
     for name, module in model.named_modules():
-        if isinstance(module, LearnedShuffle):
+        if isinstance(module, kind):
             yield name, module
 
 
 def penalty(model: nn.Module) -> torch.Tensor:
-    """Sum of `penalty_weight * P(M)` over the model's learned shuffles (0-d; 0 if none).
+    """Sum of the weighted penalties of the model's learned structures (0-d; 0 if none).
 
-    Add it to the task loss: `loss = criterion(model(x), y) + asx.penalty(model)`. After a forward
-    pass each term reuses the value the fused mixing op already computed.
+    Add it to the task loss: `loss = criterion(model(x), y) + asx.penalty(model)`. Each
+    structure weighs its own term (`penalty_weight`, lambda); a learned shuffle reuses the value
+    its fused mixing op computed in the forward pass.
     """
-    terms = [module.penalty() for _, module in learned_shuffles(model)]
+    terms = [module.penalty() for _, module in structures(model)]
     if not terms:
         first = next(model.parameters(), None)
         device = first.device if first is not None else None
@@ -36,48 +40,40 @@ def penalty(model: nn.Module) -> torch.Tensor:
 
 
 def learned_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of every learned mixing matrix M, by module name."""
-    return {name: module.weight.detach().clone() for name, module in learned_shuffles(model)}
+    """Detached copies of every soft shuffle's mixing matrix M, by module name."""
+    with torch.no_grad():
+        return {name: m.matrix().detach().clone() for name, m in structures(model, SoftShuffle)}
 
 
-def attach_projection(
-    optimizer: torch.optim.Optimizer, model: nn.Module, iters: int = DEFAULT_SCALING_ITERS
-) -> RemovableHandle:
-    """After every `optimizer.step()`, projects each learned M back onto the doubly stochastic
-    matrices (threshold at 0, then `iters` rounds of column/row scaling).
+def attach_projection(optimizer: torch.optim.Optimizer, model: nn.Module) -> RemovableHandle:
+    """After every `optimizer.step()`, calls `project_` of each learned structure of `model`
+    (a learned shuffle: threshold at 0, column/row scaling, then a short polish that brings the
+    sums to within ~1e-6 of 1). Structures of one class are handed over together
+    (`project_all_`), so that a class can batch its work.
 
     Returns the hook's handle (`handle.remove()` detaches it).
 
     Raises:
-        ValueError: iters < 0, or a learned matrix of `model` is not among the optimizer's
-            parameters (a projection that could never see an update is a wiring mistake).
+        ValueError: a structure parameter of `model` is not among the optimizer's parameters (a
+            projection that could never see an update is a wiring mistake).
     """
-    if iters < 0:
-        raise ValueError(f"iters must be >= 0, got {iters}")
-    modules = [module for _, module in learned_shuffles(model)]
+    found = list(structures(model))
     optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    missing = [name for name, m in learned_shuffles(model) if id(m.weight) not in optimized]
+    missing = [
+        name for name, m in found if any(id(p) not in optimized for p in m.structure_parameters())
+    ]
     if missing:
         raise ValueError(
-            f"optimizer must hold every learned matrix of model; missing: {', '.join(missing)}"
+            "optimizer must hold the structure parameters of every learned structure of "
+            "model; missing: " + ", ".join(name or "<model>" for name in missing)
         )
-
-    # Matrices of one size, dtype and device are projected as one [B, n, n] stack: the
-    # projection is many small passes, so a stack pays the per-op overhead once for all.
-    buckets: dict[tuple, list[LearnedShuffle]] = {}
-    for module in modules:
-        w = module.weight
-        buckets.setdefault((w.shape[0], w.dtype, w.device), []).append(module)
+    by_class: dict[type, list[LearnedStructure]] = {}
+    for _, module in found:
+        by_class.setdefault(type(module), []).append(module)
 
     @torch.no_grad()
     def project(_optimizer, _args, _kwargs) -> None:
-        for bucket in buckets.values():
-            if len(bucket) == 1:
-                bucket[0].project_(iters)
-                continue
-            stack = torch.stack([m.weight for m in bucket])
-            project_doubly_stochastic_(stack, iters)
-            for m, projected in zip(bucket, stack, strict=True):
-                m.weight.copy_(projected)
+        for cls, modules in by_class.items():
+            cls.project_all_(modules)
 
     return optimizer.register_step_post_hook(project)

@@ -1,4 +1,5 @@
-"""From training to inference: round every learned shuffle to an exact gather, and report."""
+"""From training to inference: every learned structure becomes its exact inference module; and
+the report of all of them."""
 
 from __future__ import annotations
 
@@ -7,60 +8,49 @@ import copy
 import torch
 from torch import nn
 
-from ..ops.channel_gather import fixed_shuffle_perm
-from ..ops.penalty import l1l2_penalty
-from .learned import LearnedShuffle
-from .sinkhorn import SinkhornShuffle
+from .collect import structures
+from .soft import SoftShuffle
+from .structure import LearnedStructure
 
-__all__ = ["freeze", "shuffle_report"]
-
-_SOFT = (LearnedShuffle, SinkhornShuffle)
+__all__ = ["freeze", "shuffle_report", "structure_report"]
 
 
 def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """Replaces every `LearnedShuffle` / `SinkhornShuffle` by the `HardShuffle` it rounds to.
+    """Replaces every `LearnedStructure` of `model` by its `to_inference()` module (a learned
+    shuffle: the `HardShuffle` its matrix rounds to, by a maximum-weight assignment).
 
-    Rounding is a maximum-weight assignment, so each gather is a true permutation. When every M
-    already is a permutation matrix the frozen model computes exactly what the soft one did.
-    Returns a frozen copy (or `model` itself with `inplace=True`); the original keeps training.
+    When every relaxed structure sits on its constraint (every M a permutation matrix) the frozen
+    model computes exactly what the trained one did. Returns a frozen copy, or `model` itself with
+    `inplace=True`; the original keeps training. A bare structure returns its inference module
+    (a new module either way; `inplace` changes nothing there).
     """
-    if isinstance(model, _SOFT):
-        return model.to_hard()
+    if isinstance(model, LearnedStructure):
+        return model.to_inference()
     target = model if inplace else copy.deepcopy(model)
-    soft = [(name, m) for name, m in target.named_modules() if isinstance(m, _SOFT)]
-    for name, module in soft:
+    replaced: list[str] = []
+    for name, module in list(structures(target)):
+        if any(name.startswith(prefix + ".") for prefix in replaced):
+            continue  # inside a structure already replaced
         parent_name, _, child = name.rpartition(".")
-        parent = target.get_submodule(parent_name)
-        setattr(parent, child, module.to_hard())
+        setattr(target.get_submodule(parent_name), child, module.to_inference())
+        replaced.append(name)
     return target
 
 
-@torch.no_grad()
-def shuffle_report(model: nn.Module) -> list[dict]:
-    """One row per learned or relaxed shuffle of `model`.
+def structure_report(
+    model: nn.Module, kind: type[LearnedStructure] = LearnedStructure
+) -> list[dict]:
+    """One row per learned structure (instance of `kind`) of `model`: name, kind (the class
+    name), then the structure's own `report()` fields."""
+    with torch.no_grad():
+        return [
+            {"name": name, "kind": type(module).__name__, **module.report()}
+            for name, module in structures(model, kind)
+        ]
 
-    Keys: name, kind, channels, penalty (P(M), unweighted), distance (Frobenius distance to the
-    rounded permutation), moved (channels whose rounded source differs from the fixed shuffle's;
-    None when the module has no groups).
-    """
-    rows = []
-    for name, module in model.named_modules():
-        if not isinstance(module, _SOFT):
-            continue
-        matrix = module.weight if isinstance(module, LearnedShuffle) else module.matrix()
-        perm = module.permutation()
-        moved = None
-        if module.groups is not None:
-            fixed = fixed_shuffle_perm(module.num_channels, module.groups, device=perm.device)
-            moved = int((perm != fixed).sum())
-        rows.append(
-            {
-                "name": name,
-                "kind": type(module).__name__,
-                "channels": module.num_channels,
-                "penalty": float(l1l2_penalty(matrix.detach())),
-                "distance": float(module.distance_to_permutation()),
-                "moved": moved,
-            }
-        )
-    return rows
+
+def shuffle_report(model: nn.Module) -> list[dict]:
+    """The rows of `structure_report` that are soft shuffles: name, kind, channels, penalty
+    (P(M), unweighted), distance (to the rounded permutation), moved (channels whose rounded
+    source differs from the fixed shuffle's; None when the module has no groups)."""
+    return structure_report(model, SoftShuffle)

@@ -39,6 +39,13 @@ class HardShuffle(nn.Module):
         self.num_channels = perm.numel()
         self.register_buffer("perm", perm.detach().clone())
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A loaded perm must be a permutation of as many channels as the constructor's.
+        perm = state_dict.get(prefix + "perm")
+        if isinstance(perm, torch.Tensor):
+            check_permutation(perm, self.num_channels, name=f"state_dict[{prefix + 'perm'!r}]")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels(x, self.num_channels, type(self).__name__)
         # The op itself: perm was validated once, and the op re-checks its dtype, device,
@@ -63,8 +70,9 @@ class FixedShuffle(nn.Module):
         self.num_channels = num_channels
         self.groups = groups
 
+    @property
     def perm(self) -> torch.Tensor:
-        """The shuffle as a perm (`out[:, c] = x[:, perm[c]]`)."""
+        """The shuffle as a perm (`out[:, c] = x[:, perm[c]]`), as `HardShuffle.perm`."""
         return fixed_shuffle_perm(self.num_channels, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

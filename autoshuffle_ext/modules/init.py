@@ -34,17 +34,17 @@ def initial_matrix(
         projected back onto the doubly stochastic matrices.
 
     Raises:
-        ValueError: unknown init, num_channels < 1, blend outside [0, 1], noise < 0, or
+        ValueError: unknown init, num_channels < 1, blend outside [0, 1], noise < 0 or infinite, or
             init="shuffle" without a groups that divides num_channels.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     if num_channels < 1:
         raise ValueError(f"num_channels must be >= 1, got {num_channels}")
-    if not 0.0 <= blend <= 1.0:
+    if not 0.0 <= blend <= 1.0:  # also False for NaN
         raise ValueError(f"blend must lie in [0, 1], got {blend}")
-    if noise < 0:
-        raise ValueError(f"noise must be >= 0, got {noise}")
+    if not noise >= 0 or noise == float("inf"):
+        raise ValueError(f"noise must be finite and >= 0, got {noise}")
     uniform = torch.full((num_channels, num_channels), 1.0 / num_channels, dtype=torch.float64)
     if init == "uniform":
         M = uniform

@@ -8,37 +8,45 @@ permutations. An optimizer hook (`attach_projection`) keeps M doubly stochastic 
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
-from ..doubly_stochastic import (
-    DEFAULT_SCALING_ITERS,
-    distance_to_permutation,
-    project_doubly_stochastic_,
-    round_to_permutation,
-)
+from ..doubly_stochastic import DEFAULT_SCALING_ITERS, project_doubly_stochastic_
 from ..ops.mixing import shuffle_mix
 from ..ops.penalty import l1l2_penalty
-from .hard import HardShuffle, check_channels
+from .hard import check_channels
 from .init import initial_matrix
+from .soft import SoftShuffle
 
-__all__ = ["LearnedShuffle"]
+__all__ = ["DEFAULT_PENALTY_WEIGHT", "LearnedShuffle"]
+
+# lambda of P(M); the training program's --penalty-weight sets it (and only ramps it).
+DEFAULT_PENALTY_WEIGHT = 0.5
 
 
-class LearnedShuffle(nn.Module):
+class LearnedShuffle(SoftShuffle):
     """Drop-in channel shuffle with a learned doubly stochastic mixing matrix `weight` [C, C].
 
     Args:
         num_channels: C, the size of dim 1 of the input.
         groups: the group count of the shuffle it replaces (needed by init="shuffle" and by the
             report of channels moved versus the fixed shuffle).
-        init: "shuffle" (default: the fixed shuffle blended toward uniform), "identity" or
-            "uniform"; see `initial_matrix`.
+        init: "shuffle" (default: the fixed shuffle blended toward uniform), "identity",
+            "random" or "uniform"; see `initial_matrix`.
         penalty_weight: lambda, the factor of P(M) in `penalty()`.
+        projection_iters: column/row scaling rounds of `project_` (then a short polish).
         blend, noise, generator: passed to `initial_matrix`.
 
     The forward pass runs the fused mixing op, which also returns P(M); `penalty()` reuses that
     value while M is unchanged, so the penalty's gradient joins the mixing backward in one pass.
+
+    Raises:
+        TypeError: num_channels or groups not an int.
+        ValueError: bad shape, a penalty_weight that is negative or not finite, a negative
+            projection_iters, or bad init arguments (see `initial_matrix`).
     """
 
     def __init__(
@@ -46,30 +54,39 @@ class LearnedShuffle(nn.Module):
         num_channels: int,
         groups: int | None = None,
         init: str = "shuffle",
-        penalty_weight: float = 1.0,
+        penalty_weight: float = DEFAULT_PENALTY_WEIGHT,
         *,
+        projection_iters: int = DEFAULT_SCALING_ITERS,
         blend: float = 0.5,
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        if penalty_weight < 0:
-            raise ValueError(f"penalty_weight must be >= 0, got {penalty_weight}")
-        self.num_channels = num_channels
-        self.groups = groups
+        super().__init__(num_channels, groups)
+        if not (math.isfinite(penalty_weight) and penalty_weight >= 0):
+            raise ValueError(f"penalty_weight must be >= 0 and finite, got {penalty_weight}")
+        if projection_iters < 0:
+            raise ValueError(f"projection_iters must be >= 0, got {projection_iters}")
         self.penalty_weight = float(penalty_weight)
+        self.projection_iters = projection_iters
         matrix = initial_matrix(
             num_channels, groups, init, blend=blend, noise=noise, generator=generator
         )
         self.weight = nn.Parameter(matrix)
-        # P(M) of the last differentiable forward and the version of M it was computed at.
-        self._last_penalty: tuple[torch.Tensor, int] | None = None
+        # P(M) of the last differentiable forward, and the storage and version of M it saw.
+        self._last_penalty: tuple[torch.Tensor, tuple[int, int]] | None = None
+
+    def matrix(self) -> torch.Tensor:
+        return self.weight
+
+    def _weight_state(self) -> tuple[int, int]:
+        # In-place updates bump the version; `.data = ...` swaps the storage instead.
+        return self.weight.data_ptr(), self.weight._version
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels(x, self.num_channels, type(self).__name__)
         y, p = shuffle_mix(x, self.weight)
         if p.requires_grad and not torch.compiler.is_compiling():
-            self._last_penalty = (p, self.weight._version)
+            self._last_penalty = (p, self._weight_state())
         return y
 
     def __getstate__(self) -> dict:
@@ -80,28 +97,34 @@ class LearnedShuffle(nn.Module):
     def penalty(self) -> torch.Tensor:
         """`penalty_weight * P(M)` (0-d), differentiable in M."""
         cached = self._last_penalty
-        if cached is not None and cached[1] == self.weight._version:
+        if cached is not None and cached[1] == self._weight_state():
             p = cached[0]
         else:
             p = l1l2_penalty(self.weight)
         return self.penalty_weight * p
 
     @torch.no_grad()
-    def project_(self, iters: int = DEFAULT_SCALING_ITERS) -> None:
-        """Brings M back to (approximately) doubly stochastic, in place."""
-        project_doubly_stochastic_(self.weight, iters)
+    def project_(self) -> None:
+        """Brings M back to doubly stochastic, in place (`project_doubly_stochastic_`)."""
+        project_doubly_stochastic_(self.weight, self.projection_iters)
 
-    def permutation(self) -> torch.Tensor:
-        """M rounded to the permutation of maximum weight (1-D int64)."""
-        return round_to_permutation(self.weight)
-
-    def distance_to_permutation(self) -> torch.Tensor:
-        """Frobenius distance from M to its rounded permutation matrix."""
-        return distance_to_permutation(self.weight)
-
-    def to_hard(self) -> HardShuffle:
-        """The exact gather this shuffle rounds to."""
-        return HardShuffle(self.permutation())
+    @classmethod
+    @torch.no_grad()
+    def project_all_(cls, modules: Iterable[LearnedShuffle]) -> None:
+        """Projects matrices of one size, dtype, device and round count as one [B, n, n] stack:
+        the projection is many small passes, so a stack pays the per-op overhead once."""
+        buckets: dict[tuple, list[LearnedShuffle]] = {}
+        for m in modules:
+            w = m.weight
+            buckets.setdefault((w.shape[0], w.dtype, w.device, m.projection_iters), []).append(m)
+        for (*_, iters), bucket in buckets.items():
+            if len(bucket) == 1:
+                bucket[0].project_()
+                continue
+            stack = torch.stack([m.weight for m in bucket])
+            project_doubly_stochastic_(stack, iters)
+            for m, projected in zip(bucket, stack, strict=True):
+                m.weight.copy_(projected)
 
     def extra_repr(self) -> str:
         return (

@@ -8,13 +8,15 @@ is the relaxation AutoShuffleNet shows to stall away from permutations. Rounded 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from ..doubly_stochastic import distance_to_permutation, round_to_permutation
 from ..ops.mixing import shuffle_mix
-from .hard import HardShuffle, check_channels
+from .hard import check_channels
 from .init import initial_matrix
+from .soft import SoftShuffle
 
 __all__ = ["SinkhornShuffle", "sinkhorn"]
 
@@ -28,7 +30,7 @@ def sinkhorn(logits: torch.Tensor, iters: int) -> torch.Tensor:
     return log_m.exp()
 
 
-class SinkhornShuffle(nn.Module):
+class SinkhornShuffle(SoftShuffle):
     """Channel shuffle mixing with M = Sinkhorn(logits / temperature) [C, C].
 
     Args:
@@ -36,6 +38,14 @@ class SinkhornShuffle(nn.Module):
             start at temperature * log(initial matrix), so M starts where LearnedShuffle's does.
         temperature: divides the logits; lower is sharper.
         iters: Sinkhorn iterations per forward pass.
+
+    It has no penalty and no projection (M is doubly stochastic by construction); `freeze`
+    rounds it like a `LearnedShuffle`.
+
+    Raises:
+        TypeError: num_channels or groups not an int.
+        ValueError: bad shape, a temperature that is not finite and > 0, iters < 1, or bad
+            init arguments (see `initial_matrix`).
     """
 
     def __init__(
@@ -50,13 +60,11 @@ class SinkhornShuffle(nn.Module):
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(num_channels, groups)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
-        self.num_channels = num_channels
-        self.groups = groups
         self.temperature = float(temperature)
         self.iters = iters
         start = initial_matrix(
@@ -72,18 +80,6 @@ class SinkhornShuffle(nn.Module):
         check_channels(x, self.num_channels, type(self).__name__)
         y, _ = shuffle_mix(x, self.matrix())
         return y
-
-    def permutation(self) -> torch.Tensor:
-        """M rounded to the permutation of maximum weight (1-D int64)."""
-        return round_to_permutation(self.matrix())
-
-    def distance_to_permutation(self) -> torch.Tensor:
-        """Frobenius distance from M to its rounded permutation matrix."""
-        return distance_to_permutation(self.matrix())
-
-    def to_hard(self) -> HardShuffle:
-        """The exact gather this shuffle rounds to."""
-        return HardShuffle(self.permutation())
 
     def extra_repr(self) -> str:
         return (

@@ -125,19 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--penalty-weight",
         type=float,
         default=d.penalty_weight,
-        help="lambda: weight of the l1-l2 penalty P(M) summed over the learned shuffles",
+        help="lambda of every learned shuffle (LearnedShuffle.penalty_weight): the loss adds "
+        "lambda * P(M) per shuffle, times the schedule's factor in [0, 1]",
     )
     shuffle.add_argument(
         "--penalty-schedule",
         default=d.penalty_schedule,
         choices=PENALTY_SCHEDULES,
-        help="linear: ramp lambda from 0 over --penalty-ramp of training; constant: no ramp",
+        help="linear: scale the penalties from 0 at --penalty-start to 1 at --penalty-ramp of "
+        "training; constant: no ramp",
     )
     shuffle.add_argument(
         "--penalty-ramp",
         type=float,
         default=d.penalty_ramp,
-        help="fraction of training over which lambda ramps up",
+        help="fraction of training at which the linear ramp of the penalties reaches 1",
+    )
+    shuffle.add_argument(
+        "--penalty-start",
+        type=float,
+        default=d.penalty_start,
+        help="fraction of training before which the penalties are off (the ramp starts here)",
     )
     shuffle.add_argument(
         "--shuffle-init",
@@ -230,8 +238,11 @@ def _validate(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
     if not 0 <= args.label_smoothing < 1:
         problems.append(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
-    if not 0 <= args.penalty_ramp <= 1:
-        problems.append(f"--penalty-ramp must lie in [0, 1], got {args.penalty_ramp}")
+    if not 0 <= args.penalty_start <= args.penalty_ramp <= 1:
+        problems.append(
+            "--penalty-start and --penalty-ramp need 0 <= start <= ramp <= 1, got "
+            f"{args.penalty_start} and {args.penalty_ramp}"
+        )
     if not 0 <= args.shuffle_blend <= 1:
         problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
     if args.projection_iters < 0 or args.workers < 0:

@@ -49,7 +49,7 @@ _SEED_COLUMNS = (
 def _moved(result: RunResult) -> tuple[int, int] | None:
     """(channels whose rounded source differs from the fixed shuffle's, channels), summed over
     the soft shuffles; None without any."""
-    rows = [r for r in result.layers if r["moved"] is not None]
+    rows = [r for r in result.layers if r.get("moved") is not None]
     if not rows:
         return None
     return sum(r["moved"] for r in rows), sum(r["channels"] for r in rows)

@@ -42,6 +42,7 @@ class TrainConfig:
     shuffle_init: str = "shuffle"
     shuffle_blend: float = 0.5
     penalty_schedule: str = "linear"
+    penalty_start: float = 0.0
     penalty_ramp: float = 0.5
     projection_iters: int = 10
     flip: bool | None = None

@@ -36,12 +36,11 @@ from .errors import ConfigError, NonFiniteLossError
 from .metrics import atomic_write_text, write_metrics
 from .report import write_run_report
 from .result import RunResult
-from .schedules import WarmupCosine, penalty_weight_at
+from .schedules import WarmupCosine, penalty_scale_at
 
 __all__ = ["resolve_config", "run_training", "task_loss"]
 
 CHECKPOINT = "checkpoint.pt"
-_SOFT = (asx_modules.LearnedShuffle, asx_modules.SinkhornShuffle)
 
 
 def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
@@ -73,9 +72,12 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Weight decay on conv/fc weights only: not on BatchNorm, biases or the shuffle matrices
-    (decay would pull a learned M toward 0 and a Sinkhorn's logits toward uniform)."""
-    shuffle_ids = {id(p) for m in model.modules() if isinstance(m, _SOFT) for p in m.parameters()}
+    """Weight decay on conv/fc weights only: not on BatchNorm, biases or the structure parameters
+    (decay would pull a learned M toward 0 and a Sinkhorn's logits toward uniform), which train
+    at --shuffle-lr."""
+    shuffle_ids = {
+        id(p) for _, m in asx_modules.structures(model) for p in m.structure_parameters()
+    }
     decay, no_decay, shuffle = [], [], []
     for p in model.parameters():
         if id(p) in shuffle_ids:
@@ -138,10 +140,13 @@ def evaluate(
 
 
 def _shuffle_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
-    layers = asx_modules.shuffle_report(model)
-    if not layers:
-        return layers, None, None
-    return layers, sum(r["penalty"] for r in layers), sum(r["distance"] for r in layers)
+    layers = asx_modules.structure_report(model)
+
+    def total(key: str) -> float | None:
+        values = [r[key] for r in layers if r.get(key) is not None]
+        return sum(values) if values else None
+
+    return layers, total("penalty"), total("distance")
 
 
 class _Run:
@@ -166,6 +171,11 @@ class _Run:
         options = {"generator": torch.Generator().manual_seed(config.seed)}
         if config.shuffle in ("learned", "sinkhorn"):
             options |= {"init": config.shuffle_init, "blend": config.shuffle_blend}
+        if config.shuffle == "learned":
+            options |= {
+                "penalty_weight": config.penalty_weight,
+                "projection_iters": config.projection_iters,
+            }
         elif config.shuffle != "random":
             options = None
         try:
@@ -197,7 +207,7 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(self.total_steps, warmup)
         )
-        asx_modules.attach_projection(self.optimizer, model, iters=config.projection_iters)
+        asx_modules.attach_projection(self.optimizer, model)
         self.net: nn.Module = model
         if ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
@@ -297,15 +307,17 @@ class _Run:
             labels = labels.to(self.device)
             logits = self.net(x)
             task = task_loss(logits, labels, config.label_smoothing)
-            lam = penalty_weight_at(
+            # Each structure weighs its own penalty (lambda = --penalty-weight for the learned
+            # shuffles); the schedule only scales all of them.
+            scale = penalty_scale_at(
                 self.step,
                 self.total_steps,
-                config.penalty_weight,
                 config.penalty_schedule,
+                config.penalty_start,
                 config.penalty_ramp,
             )
             pen = asx_modules.penalty(self.model)
-            loss = task + lam * pen
+            loss = task + scale * pen
             self._check_finite(loss, task, pen)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -333,7 +345,7 @@ class _Run:
             "train_loss": loss / count,
             "train_acc": correct / count,
             "lr": self.optimizer.param_groups[0]["lr"],
-            "penalty_weight": lam,
+            "penalty_scale": scale,
             "epoch_time": elapsed,
         }
 

@@ -43,8 +43,10 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
         ax.legend()
     if has_penalty:
         axes[2].semilogy(epochs, [max(r["penalty"], 1e-12) for r in history], label="P(M)")
-        axes[2].semilogy(epochs, [max(r["distance"], 1e-12) for r in history], label="distance")
-        axes[2].set(xlabel="epoch", title="sum over shuffles")
+        if all(r.get("distance") is not None for r in history):
+            distances = [max(r["distance"], 1e-12) for r in history]
+            axes[2].semilogy(epochs, distances, label="distance")
+        axes[2].set(xlabel="epoch", title="sum over learned structures")
         axes[2].legend()
     fig.suptitle(title)
     fig.tight_layout()
@@ -53,14 +55,11 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
 
 
 def _soft_matrices(model: nn.Module) -> list[tuple[str, torch.Tensor, int | None]]:
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, asx_modules.LearnedShuffle):
-            found.append((name, module.weight.detach().cpu(), module.groups))
-        elif isinstance(module, asx_modules.SinkhornShuffle):
-            with torch.no_grad():
-                found.append((name, module.matrix().cpu(), module.groups))
-    return found
+    with torch.no_grad():
+        return [
+            (name, module.matrix().detach().cpu(), module.groups)
+            for name, module in asx_modules.structures(model, asx_modules.SoftShuffle)
+        ]
 
 
 def plot_permutations(model: nn.Module, path: Path, title: str) -> bool:
@@ -96,6 +95,25 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return format(value, ".4g") if isinstance(value, float) else str(value)
+
+
+def _structure_table(rows: list[dict]) -> str:
+    """One row per learned structure (`structure_report`), one column per field any row has."""
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("name", "kind")]
+    lines = [
+        "| structure | kind | " + " | ".join(keys) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in keys) + " |",
+    ]
+    for r in rows:
+        cells = [r["name"], r["kind"], *(_cell(r.get(k)) for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_run_report(
     out_dir: Path, config: TrainConfig, result: RunResult, model: nn.Module
 ) -> None:
@@ -120,21 +138,12 @@ def write_run_report(
     if has_heatmaps:
         lines += ["![permutations](permutations.png)", ""]
     if result.layers:
-        lines += [
-            "| shuffle | channels | P(M) | distance | moved vs fixed |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        lines += [
-            f"| {r['name']} | {r['channels']} | {r['penalty']:.4g} | {r['distance']:.4g} "
-            f"| {'-' if r['moved'] is None else r['moved']} |"
-            for r in result.layers
-        ]
-        lines.append("")
-    lines += ["| epoch | train loss | train acc | val acc | lr | lambda | P(M) |"]
+        lines += [_structure_table(result.layers), ""]
+    lines += ["| epoch | train loss | train acc | val acc | lr | penalty scale | P(M) |"]
     lines += ["| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [
         f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {r['val_acc']:.4f} "
-        f"| {r['lr']:.4g} | {r['penalty_weight']:.3g} | {_fmt(r['penalty'], '.4g')} |"
+        f"| {r['lr']:.4g} | {r['penalty_scale']:.3g} | {_fmt(r['penalty'], '.4g')} |"
         for r in result.history
     ]
     lines += ["", "Configuration:", "", "```"]

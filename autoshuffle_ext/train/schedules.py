@@ -1,10 +1,11 @@
-"""Schedules of the learning rate (warm-up then cosine) and of the penalty weight (ramp)."""
+"""Schedules of the learning rate (warm-up then cosine) and of the penalties (a ramp of
+the factor that scales each structure's own weight)."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["PENALTY_SCHEDULES", "WarmupCosine", "penalty_weight_at"]
+__all__ = ["PENALTY_SCHEDULES", "WarmupCosine", "penalty_scale_at"]
 
 PENALTY_SCHEDULES = ("linear", "constant")
 
@@ -28,21 +29,32 @@ class WarmupCosine:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def penalty_weight_at(
-    step: int, total_steps: int, weight: float, schedule: str = "linear", ramp: float = 0.5
+def penalty_scale_at(
+    step: int,
+    total_steps: int,
+    schedule: str = "linear",
+    start: float = 0.0,
+    end: float = 0.5,
 ) -> float:
-    """lambda at `step`: "constant" is `weight` throughout; "linear" rises from 0 to `weight`
-    over the first `ramp` fraction of training and stays there, so the network first learns
-    with a free mixing and the matrices are pushed to permutations later.
+    """The factor in [0, 1] that scales every structure's penalty (its own lambda) at `step`.
+
+    "constant" is 1 throughout; "linear" is 0 until the `start` fraction of training, rises
+    linearly to 1 at the `end` fraction and stays there, so the network first learns with a free
+    mixing and the matrices are pushed to permutations later.
 
     Raises:
-        ValueError: unknown schedule or ramp outside [0, 1].
+        ValueError: unknown schedule, or not 0 <= start <= end <= 1.
     """
     if schedule not in PENALTY_SCHEDULES:
         raise ValueError(f"schedule must be one of {PENALTY_SCHEDULES}, got {schedule!r}")
-    if not 0.0 <= ramp <= 1.0:
-        raise ValueError(f"ramp must lie in [0, 1], got {ramp}")
-    if schedule == "constant" or ramp == 0.0:
-        return weight
-    ramp_steps = ramp * max(1, total_steps)
-    return weight * min(1.0, (step + 1) / ramp_steps)
+    if not 0.0 <= start <= end <= 1.0:
+        raise ValueError(f"the ramp needs 0 <= start <= end <= 1, got start {start}, end {end}")
+    if schedule == "constant" or end == 0.0:
+        return 1.0
+    total = max(1, total_steps)
+    position = (step + 1) / total
+    if position <= start:
+        return 0.0
+    if end == start:
+        return 1.0
+    return min(1.0, (position - start) / (end - start))

@@ -1,0 +1,87 @@
+"""`SoftShuffle`: what the relaxed shuffles share. Each mixes the channels with a [C, C] doubly
+stochastic matrix (`matrix()`) while it trains; rounding that matrix gives the permutation
+(`perm`) that inference applies as an exact gather."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from ..doubly_stochastic import distance_to_permutation, round_to_permutation
+from ..ops.channel_gather import fixed_shuffle_perm
+from ..ops.penalty import l1l2_penalty
+from .hard import HardShuffle
+from .structure import LearnedStructure
+
+__all__ = ["SoftShuffle"]
+
+
+class SoftShuffle(LearnedStructure):
+    """Base of `LearnedShuffle` and `SinkhornShuffle`.
+
+    Subclasses set `num_channels` and `groups` (the group count of the shuffle it replaces, or
+    None) and define `matrix()`.
+    """
+
+    num_channels: int
+    groups: int | None
+
+    def __init__(self, num_channels: int, groups: int | None) -> None:
+        """Checks and records the shape.
+
+        Raises:
+            TypeError: num_channels or groups not an int.
+            ValueError: num_channels < 1, groups < 1, or groups not dividing num_channels.
+        """
+        super().__init__()
+        for name, value in (("num_channels", num_channels), ("groups", groups)):
+            if value is None and name == "groups":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if groups is not None and num_channels % groups:
+            raise ValueError(
+                f"num_channels must be divisible by groups, got {num_channels} and {groups}"
+            )
+        self.num_channels = num_channels
+        self.groups = groups
+
+    @abc.abstractmethod
+    def matrix(self) -> torch.Tensor:
+        """The doubly stochastic mixing matrix M [C, C]: `y[:, i] = sum_j M[i, j] x[:, j]`."""
+
+    @property
+    def perm(self) -> torch.Tensor:
+        """M rounded to the permutation of maximum weight (1-D int64, computed on access):
+        `out[:, c] = x[:, perm[c]]`, i.e. `M[c, perm[c]]` is the entry kept."""
+        with torch.no_grad():
+            return round_to_permutation(self.matrix())
+
+    def distance_to_permutation(self) -> torch.Tensor:
+        """Frobenius distance from M to its rounded permutation matrix."""
+        with torch.no_grad():
+            return distance_to_permutation(self.matrix())
+
+    def to_inference(self) -> HardShuffle:
+        """The exact gather this shuffle rounds to."""
+        return HardShuffle(self.perm)
+
+    def report(self) -> dict:
+        """channels, penalty (P(M), unweighted), distance (to the rounded permutation), moved
+        (channels whose rounded source differs from the fixed shuffle's; None without groups)."""
+        with torch.no_grad():
+            matrix = self.matrix()
+            perm = round_to_permutation(matrix)
+            moved = None
+            if self.groups is not None:
+                fixed = fixed_shuffle_perm(self.num_channels, self.groups, device=perm.device)
+                moved = int((perm != fixed).sum())
+            return {
+                "channels": self.num_channels,
+                "penalty": float(l1l2_penalty(matrix)),
+                "distance": float(distance_to_permutation(matrix)),
+                "moved": moved,
+            }

@@ -1,0 +1,154 @@
+"""The `LearnedStructure` protocol: a structure written outside the package, deriving from the
+base, is penalised, projected, frozen, reported and counted by the whole-model helpers with no
+registration anywhere."""
+
+import pytest
+import torch
+from torch import nn
+
+import autoshuffle_ext as asx
+from autoshuffle_ext.models import count_parameters
+
+
+class ChannelGain(asx.LearnedStructure):
+    """A user's structure: per-channel gains trained toward {0, 1} (a learned channel mask),
+    kept in [0, 1] after each step, frozen to a fixed 0/1 mask."""
+
+    def __init__(self, channels: int, penalty_weight: float = 0.1) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.full((channels,), 0.5) + 0.3 * torch.rand(channels))
+        self.penalty_weight = penalty_weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain.view(1, -1, 1, 1)
+
+    def penalty(self) -> torch.Tensor:
+        return self.penalty_weight * (self.gain * (1 - self.gain)).sum()
+
+    def project_(self) -> None:
+        with torch.no_grad():
+            self.gain.clamp_(0.0, 1.0)
+
+    def to_inference(self) -> nn.Module:
+        return FixedMask((self.gain.detach() > 0.5).to(self.gain.dtype))
+
+    def report(self) -> dict:
+        return {
+            "penalty": float((self.gain * (1 - self.gain)).sum()),
+            "kept": int((self.gain > 0.5).sum()),
+        }
+
+
+class FixedMask(nn.Module):
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask.view(1, -1, 1, 1)
+
+
+def user_model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 1),
+        ChannelGain(6),
+        asx.LearnedShuffle(6, groups=3, penalty_weight=0.2),
+        nn.Sequential(nn.Conv2d(6, 6, 1), ChannelGain(6, penalty_weight=0.3)),
+    )
+
+
+def test_helpers_find_a_user_structure_without_registration():
+    model = user_model()
+    names = [name for name, _ in asx.structures(model)]
+    assert names == ["1", "2", "3.1"]
+
+    x = torch.randn(2, 3, 4, 4)
+    model(x)
+    expected = model[1].penalty() + model[2].penalty() + model[3][1].penalty()
+    torch.testing.assert_close(asx.penalty(model), expected)
+    assert asx.penalty(model).requires_grad
+
+    rows = asx.structure_report(model)
+    assert [(r["name"], r["kind"]) for r in rows] == [
+        ("1", "ChannelGain"), ("2", "LearnedShuffle"), ("3.1", "ChannelGain")
+    ]  # fmt: skip
+    assert rows[0]["kept"] == int((model[1].gain > 0.5).sum())
+    assert [r["name"] for r in asx.shuffle_report(model)] == ["2"]
+
+    network, structure = count_parameters(model)
+    assert structure == 6 + 36 + 6
+    assert network == sum(p.numel() for p in model.parameters()) - structure
+
+
+def test_projection_reaches_a_user_structure_after_each_step():
+    model = user_model()
+    opt = torch.optim.SGD(model.parameters(), lr=10.0)
+    asx.attach_projection(opt, model)
+    loss = model(torch.randn(2, 3, 4, 4)).pow(2).sum() + asx.penalty(model)
+    loss.backward()
+    opt.step()
+    for gain in (model[1].gain, model[3][1].gain):
+        assert gain.min() >= 0 and gain.max() <= 1
+        assert ((gain == 0) | (gain == 1)).any()  # the big step went past the box: clamped
+    M = model[2].weight.detach()
+    torch.testing.assert_close(M.sum(0), torch.ones(6), atol=1e-5, rtol=0)
+
+
+def test_projection_refuses_an_optimizer_without_a_user_structure():
+    model = user_model()
+    params = [p for n, p in model.named_parameters() if not n.startswith("3.1")]
+    with pytest.raises(ValueError, match=r"missing: 3\.1"):
+        asx.attach_projection(torch.optim.SGD(params, lr=0.1), model)
+
+
+def test_freeze_turns_every_structure_into_its_inference_module():
+    model = user_model()
+    frozen = asx.freeze(model)
+    assert isinstance(frozen[1], FixedMask) and isinstance(frozen[3][1], FixedMask)
+    assert isinstance(frozen[2], asx.HardShuffle)
+    assert not list(asx.structures(frozen))
+    assert isinstance(model[1], ChannelGain)  # the original keeps training
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        for gain in (model[1].gain, model[3][1].gain):
+            gain.copy_((gain > 0.5).float())  # on the constraint's corners
+        model[2].weight.copy_(asx.permutation_matrix(model[2].perm, torch.float32))
+    torch.testing.assert_close(asx.freeze(model)(x), model(x))
+
+
+def test_a_structure_nested_in_a_structure_is_replaced_once():
+    class Outer(ChannelGain):
+        def __init__(self) -> None:
+            super().__init__(6)
+            self.inner = ChannelGain(6)
+
+    model = nn.Sequential(Outer())
+    frozen = asx.freeze(model)
+    assert isinstance(frozen[0], FixedMask)
+
+
+def test_a_structure_must_say_what_it_becomes_for_inference():
+    class Incomplete(asx.LearnedStructure):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="to_inference"):
+        Incomplete()
+
+
+def test_default_protocol_methods():
+    class Plain(asx.LearnedStructure):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(3))
+
+        def to_inference(self) -> nn.Module:
+            return nn.Identity()
+
+    plain = Plain()
+    assert plain.penalty().item() == 0.0
+    plain.project_()  # no constraint: nothing happens
+    assert torch.equal(plain.w, torch.ones(3))
+    assert plain.report() == {"penalty": 0.0}
+    assert list(plain.structure_parameters()) == [plain.w]
