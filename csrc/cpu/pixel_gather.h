@@ -10,7 +10,6 @@ namespace autoshuffle_ext::cpu {
 enum class Isa { kScalar, kAvx2, kAvx512 };
 
 Isa pixel_gather_isa();
-const char* isa_name(Isa isa);
 
 // Gathers pixels [begin, end) of a dense [pixels, c] array of `element_size`-byte elements.
 // `perm` (int64) and `perm32` (the same entries as int32) must hold entries in [0, c): the caller
