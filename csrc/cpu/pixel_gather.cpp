@@ -11,6 +11,8 @@
 #include <cstring>
 #include <string>
 
+#include "../element.h"
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define AUTOSHUFFLE_X86_SIMD 1
 #include <immintrin.h>
@@ -23,11 +25,6 @@
 
 namespace autoshuffle_ext::cpu {
 namespace {
-
-template <size_t Bytes>
-struct alignas(Bytes) Element {
-  unsigned char data[Bytes];
-};
 
 template <typename T>
 void scalar_pixels(const T* src, T* dst, const int64_t* perm, int64_t begin, int64_t end,

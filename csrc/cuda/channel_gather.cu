@@ -9,16 +9,12 @@
 #include <limits>
 
 #include "../channel_gather.h"
+#include "../element.h"
 
 namespace autoshuffle_ext {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <size_t Bytes>
-struct alignas(Bytes) Element {
-  unsigned char data[Bytes];
-};
 
 unsigned int capped_blocks(int64_t work, int64_t cap) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(work, cap)));
