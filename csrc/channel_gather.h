@@ -1,4 +1,5 @@
-// Shared argument checks and output layout of channel_gather, used by the CPU and CUDA kernels.
+// What the CPU and CUDA kernels of channel_gather share: argument checks, the output layout, how a
+// dense input is walked, and the op's two entry points over a device's gather.
 // The Python fake kernel (autoshuffle_ext/ops/channel_gather.py) mirrors gather_memory_format:
 // torch.compile and opcheck compare the real output's strides with the fake one's.
 #pragma once
@@ -63,6 +64,52 @@ inline void check_channel_gather_out(const at::Tensor& x, const at::Tensor& perm
                     "channel_gather: out must not share memory with x; pass a separate tensor");
   TORCH_CHECK_VALUE(shares_no_memory(out, perm),
                     "channel_gather: out must not share memory with perm; pass a separate tensor");
+}
+
+// How the kernels walk a non-empty x that is dense in `format`: as N * C planes of `inner`
+// elements, plane (n, c) of out being plane (n, perm[c]) of x (contiguous with inner > 1), else as
+// `pixels` rows of C channels, each gathered through perm (channels-last, or contiguous [N, C],
+// where inner == 1: the same layout).
+struct GatherLayout {
+  int64_t n;
+  int64_t c;
+  int64_t inner;
+  bool planes;
+  int64_t pixels() const { return n * inner; }
+};
+
+inline GatherLayout gather_layout(const at::Tensor& x, at::MemoryFormat format) {
+  const int64_t n = x.size(0);
+  const int64_t c = x.size(1);
+  const int64_t inner = x.numel() / (n * c);
+  return {n, c, inner, format == at::MemoryFormat::Contiguous && inner > 1};
+}
+
+// A device's kernel: writes the gather of x into `out`, which has x's shape and is dense in
+// `format`.
+using GatherInto = void (*)(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
+                            at::MemoryFormat format);
+
+// channel_gather on a device whose kernel is `kernel`.
+template <GatherInto kernel>
+at::Tensor channel_gather_with(const at::Tensor& x, const at::Tensor& perm) {
+  const at::MemoryFormat format = check_channel_gather_args(x, perm);
+  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
+  kernel(x, out, perm, format);
+  return out;
+}
+
+// channel_gather.out on a device whose kernel is `kernel`.
+template <GatherInto kernel>
+void channel_gather_out_with(const at::Tensor& x, const at::Tensor& perm, at::Tensor& out) {
+  const at::MemoryFormat format = check_channel_gather_args(x, perm);
+  check_channel_gather_out(x, perm, out);
+  if (out.is_contiguous(format)) {
+    kernel(x, out, perm, format);
+  } else {
+    // out has another layout (or is not dense): gather densely, then let copy_ restride.
+    out.copy_(channel_gather_with<kernel>(x, perm));
+  }
 }
 
 }  // namespace autoshuffle_ext

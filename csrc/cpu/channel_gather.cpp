@@ -59,7 +59,7 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   });
 }
 
-// Writes the gather into `out`, which must be dense in `format` and have x's shape.
+// The CPU kernel (a GatherInto): perm's entries are range-checked before any copy.
 void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
                  at::MemoryFormat format) {
   const int64_t c = x.size(1);
@@ -70,42 +70,23 @@ void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
   const auto perm32 = checked_perm32(p, c);
   if (x.numel() == 0) return;
   const at::Tensor src = x.contiguous(format);
-  const int64_t n = x.size(0);
-  const int64_t inner = x.numel() / (n * c);
+  const GatherLayout layout = gather_layout(x, format);
   const int64_t element_size = x.element_size();
-  if (format == at::MemoryFormat::Contiguous && inner > 1) {
+  if (layout.planes) {
     gather_planes(static_cast<const char*>(src.const_data_ptr()),
-                  static_cast<char*>(out.mutable_data_ptr()), p, n, c, inner * element_size);
+                  static_cast<char*>(out.mutable_data_ptr()), p, layout.n, c,
+                  layout.inner * element_size);
   } else {
-    // Channels-last, or contiguous [N, C] (inner == 1), which is the same [pixels, C] layout.
-    gather_pixels(src.const_data_ptr(), out.mutable_data_ptr(), p, perm32.data(), n * inner, c,
-                  element_size);
-  }
-}
-
-at::Tensor channel_gather_cpu(const at::Tensor& x, const at::Tensor& perm) {
-  const at::MemoryFormat format = check_channel_gather_args(x, perm);
-  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
-  gather_into(x, out, perm, format);
-  return out;
-}
-
-void channel_gather_out_cpu(const at::Tensor& x, const at::Tensor& perm, at::Tensor& out) {
-  const at::MemoryFormat format = check_channel_gather_args(x, perm);
-  check_channel_gather_out(x, perm, out);
-  if (out.is_contiguous(format)) {
-    gather_into(x, out, perm, format);
-  } else {
-    // out has another layout (or is not dense): gather densely, then let copy_ restride.
-    out.copy_(channel_gather_cpu(x, perm));
+    gather_pixels(src.const_data_ptr(), out.mutable_data_ptr(), p, perm32.data(), layout.pixels(),
+                  c, element_size);
   }
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(autoshuffle_ext, CPU, m) {
-  m.impl("channel_gather", &channel_gather_cpu);
-  m.impl("channel_gather.out", &channel_gather_out_cpu);
+  m.impl("channel_gather", &channel_gather_with<gather_into>);
+  m.impl("channel_gather.out", &channel_gather_out_with<gather_into>);
 }
 
 }  // namespace autoshuffle_ext

@@ -100,7 +100,7 @@ int64_t vector_bytes(const void* src, const void* dst, int64_t plane_bytes) {
   return 1;
 }
 
-// Writes the gather into `out`, which must be dense in `format` and have x's shape.
+// The CUDA kernel (a GatherInto), launched on the current stream of x's device.
 void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
                  at::MemoryFormat format) {
   if (x.numel() == 0) return;
@@ -108,58 +108,40 @@ void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const at::Tensor src = x.contiguous(format);
   const at::Tensor perm_c = perm.contiguous();
-  const int64_t n = x.size(0);
-  const int64_t c = x.size(1);
-  const int64_t inner = x.numel() / (n * c);
+  const GatherLayout layout = gather_layout(x, format);
+  const int64_t c = layout.c;
+  const int64_t planes = layout.n * c;
   const int64_t* p = perm_c.const_data_ptr<int64_t>();
   const void* s = src.const_data_ptr();
   void* d = out.mutable_data_ptr();
-  if (format == at::MemoryFormat::Contiguous && inner > 1) {
-    const int64_t plane_bytes = inner * x.element_size();
+  if (layout.planes) {
+    const int64_t plane_bytes = layout.inner * x.element_size();
     switch (vector_bytes(s, d, plane_bytes)) {
-      case 16: launch_planes<16>(s, d, p, c, plane_bytes, n * c, stream); break;
-      case 8: launch_planes<8>(s, d, p, c, plane_bytes, n * c, stream); break;
-      case 4: launch_planes<4>(s, d, p, c, plane_bytes, n * c, stream); break;
-      case 2: launch_planes<2>(s, d, p, c, plane_bytes, n * c, stream); break;
-      default: launch_planes<1>(s, d, p, c, plane_bytes, n * c, stream); break;
+      case 16: launch_planes<16>(s, d, p, c, plane_bytes, planes, stream); break;
+      case 8: launch_planes<8>(s, d, p, c, plane_bytes, planes, stream); break;
+      case 4: launch_planes<4>(s, d, p, c, plane_bytes, planes, stream); break;
+      case 2: launch_planes<2>(s, d, p, c, plane_bytes, planes, stream); break;
+      default: launch_planes<1>(s, d, p, c, plane_bytes, planes, stream); break;
     }
   } else {
-    // Channels-last, or contiguous [N, C] (inner == 1): the same [pixels, C] layout.
+    const int64_t pixels = layout.pixels();
     switch (x.element_size()) {
-      case 1: launch_pixels<1>(s, d, p, c, n * inner, stream); break;
-      case 2: launch_pixels<2>(s, d, p, c, n * inner, stream); break;
-      case 4: launch_pixels<4>(s, d, p, c, n * inner, stream); break;
-      case 8: launch_pixels<8>(s, d, p, c, n * inner, stream); break;
-      case 16: launch_pixels<16>(s, d, p, c, n * inner, stream); break;
+      case 1: launch_pixels<1>(s, d, p, c, pixels, stream); break;
+      case 2: launch_pixels<2>(s, d, p, c, pixels, stream); break;
+      case 4: launch_pixels<4>(s, d, p, c, pixels, stream); break;
+      case 8: launch_pixels<8>(s, d, p, c, pixels, stream); break;
+      case 16: launch_pixels<16>(s, d, p, c, pixels, stream); break;
       default: TORCH_CHECK(false, "channel_gather: unsupported element size ", x.element_size());
     }
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor channel_gather_cuda(const at::Tensor& x, const at::Tensor& perm) {
-  const at::MemoryFormat format = check_channel_gather_args(x, perm);
-  at::Tensor out = at::empty(x.sizes(), x.options().memory_format(format));
-  gather_into(x, out, perm, format);
-  return out;
-}
-
-void channel_gather_out_cuda(const at::Tensor& x, const at::Tensor& perm, at::Tensor& out) {
-  const at::MemoryFormat format = check_channel_gather_args(x, perm);
-  check_channel_gather_out(x, perm, out);
-  if (out.is_contiguous(format)) {
-    gather_into(x, out, perm, format);
-  } else {
-    // out has another layout (or is not dense): gather densely, then let copy_ restride.
-    out.copy_(channel_gather_cuda(x, perm));
-  }
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(autoshuffle_ext, CUDA, m) {
-  m.impl("channel_gather", &channel_gather_cuda);
-  m.impl("channel_gather.out", &channel_gather_out_cuda);
+  m.impl("channel_gather", &channel_gather_with<gather_into>);
+  m.impl("channel_gather.out", &channel_gather_out_with<gather_into>);
 }
 
 }  // namespace autoshuffle_ext
