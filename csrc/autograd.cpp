@@ -7,12 +7,17 @@
 namespace autoshuffle_ext {
 namespace {
 
-at::Tensor gather_below_autograd(const at::Tensor& x, const at::Tensor& perm) {
+// The op through the dispatcher, looked up once.
+const c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&)>& gather_op() {
   static const auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("autoshuffle_ext::channel_gather", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  return op;
+}
+
+at::Tensor gather_below_autograd(const at::Tensor& x, const at::Tensor& perm) {
   at::AutoDispatchBelowADInplaceOrView guard;
-  return op.call(x, perm);
+  return gather_op().call(x, perm);
 }
 
 class ChannelGather : public torch::autograd::Function<ChannelGather> {
@@ -30,10 +35,7 @@ class ChannelGather : public torch::autograd::Function<ChannelGather> {
     // symbolic sizes).
     const at::Tensor inverse = at::argsort(perm);
     // Through the dispatcher with autograd, so double backward works too.
-    static const auto op = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("autoshuffle_ext::channel_gather", "")
-                               .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
-    return {op.call(grads[0], inverse), at::Tensor()};
+    return {gather_op().call(grads[0], inverse), at::Tensor()};
   }
 };
 
