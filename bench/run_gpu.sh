@@ -74,7 +74,7 @@ import torch
 from triton.testing import do_bench
 
 from autoshuffle_ext.kernels.mixing import shuffle_mix_forward
-from autoshuffle_ext.ops.mixing import _empty_output, mix_aten
+from autoshuffle_ext.ops.mixing import empty_mix_output, mix_aten
 
 torch.set_float32_matmul_precision("highest")
 big = torch.empty(2**28, device="cuda")  # 1 GiB
@@ -87,7 +87,7 @@ for shape in [(64, 240, 16, 16), (32, 232, 14, 14), (1, 116, 28, 28), (256, 464,
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.randn(shape, device="cuda", dtype=dtype).contiguous(memory_format=fmt)
             M = torch.rand(shape[1], shape[1], device="cuda")
-            y = _empty_output(x)
+            y = empty_mix_output(x)
             t = do_bench(lambda: shuffle_mix_forward(x, M, y), return_mode="median")
             c = do_bench(lambda: mix_aten(x, M), return_mode="median")
             k = do_bench(lambda: x.clone(), return_mode="median")
