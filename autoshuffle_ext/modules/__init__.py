@@ -2,6 +2,7 @@
 (AutoShuffleNet), relaxed (Sinkhorn), fixed, exact; the whole-model helpers."""
 
 from .collect import attach_projection, learned_matrices, penalty, structures
+from .convert import ShuffleConversionError, convert_shuffles
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .freeze import freeze, shuffle_report, structure_report
 from .hard import FixedShuffle, HardShuffle
@@ -18,9 +19,11 @@ __all__ = [
     "HardShuffle",
     "LearnedShuffle",
     "LearnedStructure",
+    "ShuffleConversionError",
     "SinkhornShuffle",
     "SoftShuffle",
     "attach_projection",
+    "convert_shuffles",
     "freeze",
     "initial_matrix",
     "learned_matrices",
