@@ -66,6 +66,7 @@ def test_module_entry_point_runs():
         (["--seeds", "0,0"], "--seeds takes distinct non-negative integers"),
         (["--seeds", "0,x"], "--seeds takes distinct non-negative integers"),
         (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds cannot both apply"),
+        (["--data-dir", "{tmp}"], "--data-dir does not apply to --dataset digits"),
         (["--device", "cuda:7"], "CUDA is not available"),
     ],
 )
@@ -176,3 +177,34 @@ def test_random_shuffle_is_seeded_saved_and_different_per_seed(tmp_path):
     state = torch.load(again / "random" / "checkpoint.pt", weights_only=False)
     for key, perm in perms[1].items():
         assert torch.equal(state["model"][key], perm)
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_image_size_must_be_positive(capsys, size):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, "--image-size", size])
+    assert exit_info.value.code == 2
+    assert f"--image-size must be >= 1, got {size}" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_named_before_training(tmp_path, monkeypatch, capsys):
+    import autoshuffle_ext.train.cli as cli
+
+    monkeypatch.setattr(cli.os, "access", lambda path, mode: False)  # as on a read-only mount
+    out = tmp_path / "ro" / "run"
+    assert main([*TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: cannot write there ({tmp_path} is not writable)" in err
+    assert not out.exists()
+
+
+def test_a_file_system_error_while_training_is_one_line(tmp_path, monkeypatch, capsys):
+    import autoshuffle_ext.train.cli as cli
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / "run"))
+
+    monkeypatch.setattr(cli, "run_training", read_only)
+    assert main([*TINY, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"autoshuffle-train: error: {tmp_path / 'run'}: Read-only file system\n"

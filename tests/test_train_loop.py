@@ -1,6 +1,9 @@
 """The training loop: schedules, atomic checkpoints, exact resume, and a diverging run that
 keeps its last good checkpoint."""
 
+import json
+import math
+
 import pytest
 import torch
 
@@ -8,6 +11,7 @@ from autoshuffle_ext.train import loop
 from autoshuffle_ext.train.checkpoint import atomic_save, load_checkpoint
 from autoshuffle_ext.train.cli import main
 from autoshuffle_ext.train.errors import CheckpointError
+from autoshuffle_ext.train.metrics import write_metrics
 from autoshuffle_ext.train.schedules import WarmupCosine, penalty_scale_at
 
 TINY = [
@@ -133,3 +137,60 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len((out / "learned" / "metrics.csv").read_text().splitlines()) == 2  # header + 1
+
+
+def test_nan_evaluation_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = loop.evaluate
+
+    def diverged_in_epoch_2(*args, **kwargs):
+        calls["n"] += 1
+        loss, acc = real(*args, **kwargs)
+        return (float("nan"), acc) if calls["n"] == 2 else (loss, acc)
+
+    monkeypatch.setattr(loop, "evaluate", diverged_in_epoch_2)
+    out = tmp_path / "run"
+    assert main([*TINY, "--epochs", "3", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "non-finite validation loss after epoch 2 (nan)" in err and "(epoch 1)" in err
+    assert _final_state(out / "learned")["epoch"] == 1
+    history = json.loads((out / "learned" / "metrics.json").read_text())
+    assert len(history) == 1 and math.isfinite(history[0]["val_loss"])
+
+
+def test_metrics_json_is_strict_json_even_for_non_finite_values(tmp_path):
+    write_metrics(tmp_path, [{"epoch": 1, "val_loss": float("nan"), "x": [float("inf"), 1.0]}])
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == [{"epoch": 1, "val_loss": None, "x": [None, 1.0]}]
+
+
+def _corrupt(path, change):
+    state = torch.load(path, weights_only=False)
+    change(state)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("optimizer"), "KeyError: 'optimizer'"),
+        (
+            lambda s: s["model"].__setitem__("fc.weight", torch.zeros(3, 3)),
+            "RuntimeError: Error(s) in loading state_dict",
+        ),
+        (lambda s: s.__setitem__("epoch", "one"), "ValueError"),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_is_a_checkpoint_error(tmp_path, capsys, change, message):
+    out = tmp_path / "run"
+    args = [*TINY, "--epochs", "2", "--out", str(out)]
+    assert main([*args, "--stop-after-epochs", "1"]) == 0
+    checkpoint = out / "learned" / "checkpoint.pt"
+    _corrupt(checkpoint, change)
+    before = checkpoint.read_bytes()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autoshuffle-train: error:") and "does not fit this run" in err
+    assert message in err and "Traceback" not in err
+    assert checkpoint.read_bytes() == before

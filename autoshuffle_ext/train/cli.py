@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> list[str]:
     problems = []
-    for flag in ("epochs", "batch_size", "limit_batches", "stop_after_epochs"):
+    for flag in ("epochs", "batch_size", "limit_batches", "stop_after_epochs", "image_size"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
@@ -279,6 +279,18 @@ def _seeds(args: argparse.Namespace) -> list[int] | None:
     return seeds
 
 
+def _check_writable(out: Path) -> None:
+    """Raises ConfigError unless `out` is, or can be created as, a writable folder; creates
+    nothing itself."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write there ({existing} is not writable)")
+
+
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -315,9 +327,13 @@ def run(args: argparse.Namespace) -> int:
         parse_model_name(args.model)
     except ValueError as error:
         raise ConfigError(f"--model: {error}") from None
+    if args.dataset == "digits" and args.data_dir is not None:
+        raise ConfigError(
+            "--data-dir does not apply to --dataset digits (bundled with scikit-learn); drop it "
+            "or choose a dataset that reads a folder"
+        )
     out = Path(args.out or f"runs/{args.dataset}-{args.model}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: exists and is not a directory")
+    _check_writable(out)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = _device(args.device, local_rank)
     ctx = init_distributed(device)
@@ -350,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `autoshuffle-train`; returns the exit status (0 on success, 2 for bad
-    flags, data or checkpoints, 1 when training diverged)."""
+    flags, data, checkpoints or a file system that refuses a write, 1 when training
+    diverged)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     problems = _validate(args)
@@ -361,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # the file system refused a write or a read: say where
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"{PROG}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the last checkpoint of each run is intact", file=sys.stderr)
         return 130

@@ -4,12 +4,11 @@ shuffle, and a plot of accuracy with one point per seed."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .metrics import atomic_write_text
+from .metrics import atomic_write_text, strict_json
 from .report import pyplot
 from .result import RunResult
 
@@ -217,5 +216,5 @@ def write_comparison(out_dir: Path, results: Sequence[RunResult], heading: str) 
         plot_seeds(rows, out_dir / "comparison.png", heading)
     figure = "\n![frozen accuracy per seed](comparison.png)\n" if "summary" in record else ""
     atomic_write_text(out_dir / "comparison.md", f"# {heading}\n\n{text}\n{figure}")
-    atomic_write_text(out_dir / "comparison.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out_dir / "comparison.json", strict_json(record))
     return text

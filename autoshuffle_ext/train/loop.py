@@ -4,7 +4,6 @@ a checkpoint per epoch, and at the end rounding and evaluation of the soft and f
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 import time
@@ -32,8 +31,8 @@ from .data import (
     train_indices,
 )
 from .distributed import DistContext, all_reduce_sum, assert_same_on_all_ranks
-from .errors import ConfigError, NonFiniteLossError
-from .metrics import atomic_write_text, write_metrics
+from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .metrics import atomic_write_text, strict_json, write_metrics
 from .report import write_run_report
 from .result import RunResult
 from .schedules import WarmupCosine, penalty_scale_at
@@ -166,8 +165,31 @@ class _Run:
         self.ctx = ctx
         self.device = device
         _seed_everything(config.seed)
-        # The shuffles draw their starts (noise, random permutations) from their own generator,
-        # so every variant of a comparison starts with the same conv weights from the global RNG.
+        model = self._build_model()
+        size = config.image_size
+        self.complexity = measure(model, (3, size, size))
+        self.model = model.to(device, memory_format=memory_format(config))
+        self.optimizer = torch.optim.SGD(
+            _param_groups(model, config),
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        self._build_schedule()
+        asx_modules.attach_projection(self.optimizer, model)
+        self.net: nn.Module = model
+        if ctx.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
+        self.epoch = 0
+        self.saved_epoch = 0  # the epoch of the checkpoint on disk
+        self.step = 0
+        self.history: list[dict] = []
+
+    def _build_model(self) -> nn.Module:
+        """The model of `config`, its shuffles started from their own seeded generator (so
+        every variant of a comparison starts with the same conv weights from the global RNG)."""
+        config = self.config
         options = {"generator": torch.Generator().manual_seed(config.seed)}
         if config.shuffle in ("learned", "sinkhorn"):
             options |= {"init": config.shuffle_init, "blend": config.shuffle_blend}
@@ -179,21 +201,16 @@ class _Run:
         elif config.shuffle != "random":
             options = None
         try:
-            model = build_model(
-                config.model, data.num_classes, config.stem, config.shuffle, options
+            return build_model(
+                config.model, self.data.num_classes, config.stem, config.shuffle, options
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        size = config.image_size
-        self.complexity = measure(model, (3, size, size))
-        self.model = model.to(device, memory_format=memory_format(config))
-        self.optimizer = torch.optim.SGD(
-            _param_groups(model, config),
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-        )
-        per_rank = math.ceil(len(data.train) / ctx.world)
+
+    def _build_schedule(self) -> None:
+        """Steps per epoch and in all, and the warm-up + cosine learning-rate schedule."""
+        config, ctx = self.config, self.ctx
+        per_rank = math.ceil(len(self.data.train) / ctx.world)
         if per_rank < config.batch_size:
             raise ConfigError(
                 f"--batch-size {config.batch_size} exceeds the {per_rank} training images each "
@@ -207,14 +224,6 @@ class _Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupCosine(self.total_steps, warmup)
         )
-        asx_modules.attach_projection(self.optimizer, model)
-        self.net: nn.Module = model
-        if ctx.enabled:
-            ids = [device.index] if device.type == "cuda" else None
-            self.net = DistributedDataParallel(model, device_ids=ids)
-        self.epoch = 0
-        self.step = 0
-        self.history: list[dict] = []
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -245,14 +254,30 @@ class _Run:
             "history": self.history,
         }
         atomic_save(state, self.checkpoint_path)
+        self.saved_epoch = self.epoch
 
     def load(self) -> None:
+        """Restores the run from its checkpoint.
+
+        Raises:
+            CheckpointError: a checkpoint of another configuration, or one whose parts do not
+                fit this run (missing entries, tensors of other shapes).
+        """
         state = load_checkpoint(self.checkpoint_path, self.identity())
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"])
-        self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            restore_rng(state["rng"])
+            self.epoch, self.step = int(state["epoch"]), int(state["step"])
+            self.saved_epoch = self.epoch
+            self.history = list(state["history"])
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise CheckpointError(
+                f"{self.checkpoint_path}: checkpoint does not fit this run "
+                f"({type(error).__name__}: {first}); choose another --out or delete it"
+            ) from None
 
     # -- training ----------------------------------------------------------------------------
 
@@ -274,16 +299,43 @@ class _Run:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if finite.item() == 1.0:
             return
-        kept = (
-            f"{self.checkpoint_path} (epoch {self.epoch}) is kept unchanged"
-            if self.checkpoint_path.exists()
-            else "no checkpoint had been written yet"
-        )
         raise NonFiniteLossError(
             f"non-finite loss at epoch {self.epoch + 1}, step {self.step + 1} (task loss "
-            f"{task.item():.4g}, penalty {pen.item():.4g}); {kept}; try a lower --lr or "
-            "--penalty-weight"
+            f"{task.item():.4g}, penalty {pen.item():.4g}); {self._kept()}; try a lower --lr "
+            "or --penalty-weight"
         )
+
+    def _kept(self) -> str:
+        """What a stopped run leaves behind."""
+        if self.checkpoint_path.exists():
+            return f"{self.checkpoint_path} (epoch {self.saved_epoch}) is kept unchanged"
+        return "no checkpoint had been written yet"
+
+    def _step(
+        self, x: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """One optimizer step; returns (logits, task loss, penalty, penalty scale)."""
+        config = self.config
+        logits = self.net(x)
+        task = task_loss(logits, labels, config.label_smoothing)
+        # Each structure weighs its own penalty (lambda = --penalty-weight for the learned
+        # shuffles); the schedule only scales all of them.
+        scale = penalty_scale_at(
+            self.step,
+            self.total_steps,
+            config.penalty_schedule,
+            config.penalty_start,
+            config.penalty_ramp,
+        )
+        pen = asx_modules.penalty(self.model)
+        loss = task + scale * pen
+        self._check_finite(loss, task, pen)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()  # the projection hook runs here
+        self.scheduler.step()
+        self.step += 1
+        return logits, task, pen, scale
 
     def train_epoch(self) -> dict:
         config, ctx = self.config, self.ctx
@@ -303,27 +355,8 @@ class _Run:
         for i, (images, labels) in enumerate(batches):
             if i >= self.steps_per_epoch:
                 break
-            x = self._batch(images, generator)
             labels = labels.to(self.device)
-            logits = self.net(x)
-            task = task_loss(logits, labels, config.label_smoothing)
-            # Each structure weighs its own penalty (lambda = --penalty-weight for the learned
-            # shuffles); the schedule only scales all of them.
-            scale = penalty_scale_at(
-                self.step,
-                self.total_steps,
-                config.penalty_schedule,
-                config.penalty_start,
-                config.penalty_ramp,
-            )
-            pen = asx_modules.penalty(self.model)
-            loss = task + scale * pen
-            self._check_finite(loss, task, pen)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()  # the projection hook runs here
-            self.scheduler.step()
-            self.step += 1
+            logits, task, pen, scale = self._step(self._batch(images, generator), labels)
             n = labels.numel()
             sums["loss"] += task.item() * n
             sums["penalty"] += pen.item() * n
@@ -364,6 +397,11 @@ class _Run:
             done_here += 1
             _sync_buffers(self.model, self.ctx)
             val_loss, val_acc = evaluate(self.model, self.data, config, self.device, self.ctx)
+            if not math.isfinite(val_loss):
+                raise NonFiniteLossError(
+                    f"non-finite validation loss after epoch {self.epoch} ({val_loss}); "
+                    f"{self._kept()}; try a lower --lr or --penalty-weight"
+                )
             _, penalty, distance = _shuffle_summary(self.model)
             row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_acc": val_acc}
             row |= {"penalty": penalty, "distance": distance}
@@ -375,7 +413,8 @@ class _Run:
                 f"[{config.shuffle}] epoch {self.epoch}/{config.epochs} "
                 f"loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
                 f"val_acc {val_acc:.4f}"
-                + ("" if penalty is None else f" P(M) {penalty:.4g} dist {distance:.3g}")
+                + ("" if penalty is None else f" P(M) {penalty:.4g}")
+                + ("" if distance is None else f" dist {distance:.3g}")
                 + f" ({row['epoch_time']:.1f}s)"
             )
         return self.finish()
@@ -417,7 +456,7 @@ class _Run:
                 if f.name not in ("history", "model")
             }
             summary["config"] = config.to_dict()
-            atomic_write_text(self.out_dir / "result.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(self.out_dir / "result.json", strict_json(summary))
             write_run_report(self.out_dir, config, result, self.model)
         self._log(
             f"[{config.shuffle}] soft acc {soft_acc:.4f}, frozen acc {frozen_acc:.4f}"
