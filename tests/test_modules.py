@@ -10,16 +10,11 @@ from torch import nn
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.modules import initial_matrix, make_shuffle
+from tests.references import reference_penalty, reference_shuffle_mix
 
 
 def reference_mix(x: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,nj...->ni...", M.to(x.dtype), x)
-
-
-def reference_penalty(M: torch.Tensor) -> torch.Tensor:
-    rows = M.abs().sum(1) - M.norm(dim=1)
-    cols = M.abs().sum(0) - M.norm(dim=0)
-    return rows.sum() + cols.sum()
+    return reference_shuffle_mix(x, M)[0]
 
 
 def with_matrix(module: asx.LearnedShuffle, M: torch.Tensor) -> asx.LearnedShuffle:
@@ -282,6 +277,50 @@ def test_random_kind_is_a_seeded_hard_permutation():
 def test_bad_construction_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "match"),
+    [
+        (lambda: asx.LearnedShuffle(6, 3, noise=float("inf")), ValueError, "noise must be"),
+        (
+            lambda: asx.LearnedShuffle(6, 3, penalty_weight=float("nan")),
+            ValueError,
+            "penalty_weight must be >= 0 and finite, got nan",
+        ),
+        (
+            lambda: asx.SinkhornShuffle(6, 3, temperature=float("nan")),
+            ValueError,
+            "temperature must be > 0 and finite, got nan",
+        ),
+        (
+            lambda: asx.LearnedShuffle(7, groups=3, init="uniform"),
+            ValueError,
+            "num_channels must be divisible by groups, got 7 and 3",
+        ),
+        (lambda: asx.LearnedShuffle(6.0), TypeError, "num_channels must be an int, got float"),
+        (lambda: asx.LearnedShuffle("6"), TypeError, "num_channels must be an int, got str"),
+        (lambda: asx.SinkhornShuffle(6, 3.0), TypeError, "groups must be an int, got float"),
+        (lambda: asx.LearnedShuffle(True), TypeError, "num_channels must be an int, got bool"),
+    ],
+)
+def test_arguments_that_would_train_nothing_are_refused_at_construction(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_a_bad_perm_does_not_load_into_a_hard_shuffle():
+    hard = asx.HardShuffle(torch.arange(3))
+    with pytest.raises(ValueError, match=r"state_dict\['perm'\] must be a permutation"):
+        hard.load_state_dict({"perm": torch.tensor([0, 0, 0])})
+    with pytest.raises(ValueError, match="must have length 3, got 4"):
+        hard.load_state_dict({"perm": torch.arange(4)})
+    assert torch.equal(hard.perm, torch.arange(3))
+    hard.load_state_dict({"perm": torch.tensor([2, 0, 1])})
+    assert torch.equal(hard.perm, torch.tensor([2, 0, 1]))
+    model = nn.Sequential(asx.HardShuffle(torch.arange(3)))
+    with pytest.raises(ValueError, match=r"state_dict\['0.perm'\]"):
+        model.load_state_dict({"0.perm": torch.tensor([1, 1, 0])})
 
 
 @pytest.mark.parametrize(
