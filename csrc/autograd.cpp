@@ -1,6 +1,8 @@
 // Autograd of channel_gather in C++: the gradient of a gather by perm is the gather by perm's
-// inverse. Kept out of Python because a Python autograd kernel costs ~4 us on every call, more than
-// the whole op on small activations.
+// inverse. perm must be a permutation (the op's contract; the CPU kernel checks it, on CUDA the
+// caller guarantees it): a repeated entry would need a scatter-add, not a gather. Kept out of
+// Python because a Python autograd kernel costs ~4 us on every call, more than the whole op on
+// small activations.
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 

@@ -22,8 +22,8 @@ inline at::MemoryFormat gather_memory_format(const at::Tensor& x) {
 
 // Validates x and perm (everything but perm's values) and returns the memory format to use.
 // Errors map to Python ValueError / TypeError and name the argument, the expectation and the value.
-// perm's entries are range-checked by each kernel: on the CPU before its loop, on CUDA on the device
-// (no host synchronisation).
+// perm's values are checked by each kernel: on the CPU before its loop (in range and each index
+// once, i.e. a permutation), on CUDA on the device (in range only; no host synchronisation).
 inline at::MemoryFormat check_channel_gather_args(const at::Tensor& x, const at::Tensor& perm) {
   TORCH_CHECK_VALUE(x.dim() >= 2, "channel_gather: x must have at least 2 dims (N, C, ...), got ",
                     x.dim(), " dims with shape ", x.sizes());

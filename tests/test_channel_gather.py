@@ -295,11 +295,28 @@ def test_out_sharing_memory_with_strided_x_is_safe():
     assert torch.equal(big[:, 2:6], expected)
 
 
-def test_validate_false_allows_repeats():
-    # Documented: without validation a repeated entry copies a channel twice.
-    x = torch.randn(2, 3, 4)
-    perm = torch.tensor([2, 2, 0])
-    assert torch.equal(asx.channel_gather(x, perm, validate=False), x[:, perm])
+def test_repeated_entries_never_give_a_wrong_gradient():
+    # The gradient is the gather by the inverse permutation, which exists only for a permutation:
+    # x[:, [3, 1, 0, 3, 2, 4]] has gradient [1, 1, 1, 2, 1, 0], the inverse gather all ones. The
+    # CPU kernel checks perm is a permutation with its range check, also with validate=False.
+    x = torch.zeros(1, 6, 1, 1, requires_grad=True)
+    repeats = torch.tensor([3, 1, 0, 3, 2, 4])
+    message = r"perm must be a permutation of 0..5.*got perm\[3\] = 3, also at perm\[0\]"
+    with pytest.raises(ValueError, match=message):
+        asx.channel_gather(x, repeats, validate=False)
+    with pytest.raises(ValueError, match=message):
+        OP.default(x.detach().to(memory_format=torch.channels_last), repeats)
+    with pytest.raises(ValueError, match=message):
+        OP.out(x.detach(), repeats, out=torch.empty(1, 6, 1, 1))
+    with pytest.raises(ValueError, match=r"got perm\[1\] = 0, also at perm\[0\]"):
+        OP.default(torch.randn(0, 3, 2), torch.tensor([0, 0, 1]))  # even with no elements
+    # Where the guarantee holds, validate=False differentiates exactly.
+    perm = torch.tensor([3, 1, 0, 5, 2, 4])
+    w = torch.randn(1, 6, 1, 1)
+    (asx.channel_gather(x, perm, validate=False) * w).sum().backward()
+    expected = torch.zeros(1, 6, 1, 1)
+    expected[:, perm] = w
+    assert torch.equal(x.grad, expected)
 
 
 @pytest.mark.parametrize("channels,groups", [(8, 2), (116, 2), (240, 3), (6, 6), (5, 1), (0, 3)])
@@ -361,8 +378,7 @@ def test_channels_last_register_boundaries(channels, pixels):
     g = torch.Generator().manual_seed(channels * 10 + pixels)
     x = torch.randn(2, channels, pixels, 1, generator=g)
     x = x.contiguous(memory_format=torch.channels_last)
-    repeats = torch.randint(0, channels, (channels,), generator=g)  # as validate=False allows
-    for perm in [torch.randperm(channels, generator=g), repeats]:
-        y = OP(x, perm)
-        assert torch.equal(y, x[:, perm])
-        assert y.is_contiguous(memory_format=torch.channels_last)
+    perm = torch.randperm(channels, generator=g)
+    y = OP(x, perm)
+    assert torch.equal(y, x[:, perm])
+    assert y.is_contiguous(memory_format=torch.channels_last)

@@ -2,9 +2,10 @@
 
 The op `torch.ops.autoshuffle_ext.channel_gather` (and its `.out` overload) is implemented in
 C++: CPU and CUDA kernels and the autograd formula (the gradient of a gather is the gather by the
-inverse permutation) live in `csrc/`. This file gives the op its fake kernels, for
-`torch.compile` and `torch.export`, the checked Python entry point, and, when the compiled library
-is missing, an ATen fallback of the same schemas with the same autograd formula in Python.
+inverse permutation, so perm must be a permutation: no repeated entry) live in `csrc/`. This
+file gives the op its fake kernels, for `torch.compile` and `torch.export`, the checked Python
+entry point, and, when the compiled library is missing, an ATen fallback of the same schemas
+with the same autograd formula in Python.
 """
 
 from __future__ import annotations
@@ -100,9 +101,13 @@ if not extension_available():
 
     def _fallback(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
         _check_args(x, perm)
-        if perm.numel() and not bool(((perm >= 0) & (perm < x.shape[1])).all()):
-            raise IndexError(
-                f"channel_gather: perm entries must lie in [0, {x.shape[1]}) (C = x.size(1))"
+        c = x.shape[1]
+        if perm.numel() and not bool(((perm >= 0) & (perm < c)).all()):
+            raise IndexError(f"channel_gather: perm entries must lie in [0, {c}) (C = x.size(1))")
+        if not bool(is_permutation(perm)):  # as the C++ CPU kernel: the gradient needs it
+            raise ValueError(
+                f"channel_gather: perm must be a permutation of 0..{c - 1} (each index exactly "
+                "once), got repeated entries"
             )
         return _empty_like_gather(x).copy_(x.index_select(1, perm))
 
@@ -196,11 +201,16 @@ def channel_gather(
         x: tensor of shape [N, C, ...] (at least 2 dims), any dtype, contiguous, channels_last,
             channels_last_3d or strided. The result is dense in x's memory format (see
             `gather_memory_format`).
-        perm: 1-D int64 tensor of length C on x's device, a permutation of 0..C-1.
-        validate: check that perm's entries are a permutation (a sort, and a host sync on CUDA;
-            skipped while `torch.compile` traces). Pass False in hot loops: the op still
-            range-checks every entry (CPU: IndexError; CUDA: device-side assert), so it never reads
-            out of bounds; repeated entries then simply copy a channel twice.
+        perm: 1-D int64 tensor of length C on x's device, a permutation of 0..C-1 (each index
+            exactly once; for a gather with repeated indices use `index_select`).
+        validate: check here that perm is a permutation (a sort, and a host sync on CUDA; skipped
+            while `torch.compile` traces).
+            validate=False, for hot loops, means the caller guarantees a permutation. The op
+            still checks every entry: the CPU kernel that perm is a permutation (IndexError out
+            of range, ValueError on a repeat), at no extra cost; the CUDA kernel only the range
+            (device-side assert), so it never reads out of bounds, but a repeated entry there
+            breaks the guarantee and gives a wrong gradient (the inverse gather assumes that
+            every channel is read exactly once).
         out: optional destination with x's shape, dtype and device, any layout, sharing no memory
             with x or perm; returned. Not differentiable.
 
@@ -211,8 +221,8 @@ def channel_gather(
     Raises:
         TypeError: x or perm is not a tensor; perm is not int64; out has another dtype.
         ValueError: x has fewer than 2 dims; perm is not 1-D, has a length other than C or is on
-            another device; with validate, perm is not a permutation; out has another shape or
-            device, or overlaps x or perm.
+            another device; perm is not a permutation (with validate; without it on the CPU,
+            naming the repeated entry); out has another shape or device, or overlaps x or perm.
         IndexError: (validate=False) an entry of perm lies outside [0, C).
     """
     if not isinstance(x, torch.Tensor):

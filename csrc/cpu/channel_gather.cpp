@@ -23,13 +23,21 @@ int64_t grain_for(int64_t item_bytes) {
 }
 
 // perm as int32 (the SIMD gathers take 32-bit indices), after checking every entry indexes a
-// channel: from here on no loop can leave x or out, whatever perm holds.
+// channel, so that no loop can leave x or out, and that no entry repeats: the gradient is the
+// gather by the inverse permutation (autograd.cpp), which only a permutation has. Both checks
+// ride on the one pass over perm that the conversion makes anyway.
 c10::SmallVector<int32_t, 1024> checked_perm32(const int64_t* perm, int64_t c) {
   c10::SmallVector<int32_t, 1024> perm32(c);
+  c10::SmallVector<int32_t, 1024> first_at(c, -1);  // first_at[j]: the i with perm[i] == j
   for (int64_t i = 0; i < c; ++i) {
-    TORCH_CHECK_INDEX(perm[i] >= 0 && perm[i] < c, "channel_gather: perm entries must lie in [0, ",
-                      c, ") (C = x.size(1)), got perm[", i, "] = ", perm[i]);
-    perm32[i] = static_cast<int32_t>(perm[i]);
+    const int64_t j = perm[i];
+    TORCH_CHECK_INDEX(j >= 0 && j < c, "channel_gather: perm entries must lie in [0, ", c,
+                      ") (C = x.size(1)), got perm[", i, "] = ", j);
+    TORCH_CHECK_VALUE(first_at[j] < 0, "channel_gather: perm must be a permutation of 0..", c - 1,
+                      " (each index exactly once), got perm[", i, "] = ", j, ", also at perm[",
+                      first_at[j], "]");
+    first_at[j] = static_cast<int32_t>(i);
+    perm32[i] = static_cast<int32_t>(j);
   }
   return perm32;
 }
@@ -59,7 +67,7 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   });
 }
 
-// The CPU kernel (a GatherInto): perm's entries are range-checked before any copy.
+// The CPU kernel (a GatherInto): perm is checked to be a permutation before any copy.
 void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
                  at::MemoryFormat format) {
   const int64_t c = x.size(1);

@@ -130,6 +130,10 @@ void test_errors() {
                                  "perm entries must lie in [0, 4)", "entry too large");
   expect_throws<c10::IndexError>([&] { op.call(x, at::tensor({0, -1, 2, 3}, at::kLong)); },
                                  "perm[1] = -1", "negative entry");
+  expect_throws<c10::ValueError>([&] { op.call(x, at::tensor({0, 1, 1, 3}, at::kLong)); },
+                                 "perm must be a permutation of 0..3 (each index exactly once), "
+                                 "got perm[2] = 1, also at perm[1]",
+                                 "repeated entry");
   expect_throws<c10::ValueError>([&] { op.call(x, at::arange(3, at::kLong)); },
                                  "perm must have length C = x.size(1) = 4, got 3", "wrong length");
   expect_throws<c10::TypeError>([&] { op.call(x, at::arange(4, at::kInt)); },
