@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import autoshuffle_ext as asx
-from autoshuffle_ext.ops.channel_gather import inverse_permutation
+from autoshuffle_ext.ops.channel_gather import check_permutation, inverse_permutation
 from tests.references import reference_channel_gather
 
 OP = torch.ops.autoshuffle_ext.channel_gather
@@ -261,6 +261,32 @@ def test_bad_inputs_raise_documented_errors():
         OP.default(x, ok.int())
     with pytest.raises(ValueError, match=r"perm must have length"):
         OP.default(x, torch.arange(5))
+
+
+def test_validation_skips_values_of_meta_and_fake_tensors():
+    # Meta and fake tensors hold no values: the entry point checks their shapes and dtypes only.
+    y = asx.channel_gather(torch.zeros(2, 3, device="meta"), torch.arange(3, device="meta"))
+    assert y.device.type == "meta" and y.shape == (2, 3)
+    x_cl = torch.zeros(2, 4, 3, 3, device="meta").to(memory_format=torch.channels_last)
+    assert asx.channel_gather(x_cl, torch.arange(4, device="meta")).is_contiguous(
+        memory_format=torch.channels_last
+    )
+    with pytest.raises(ValueError, match=r"perm must have length C = x.size\(1\) = 3, got 4"):
+        asx.channel_gather(torch.zeros(2, 3, device="meta"), torch.arange(4, device="meta"))
+    with pytest.raises(TypeError, match=r"perm must have dtype int64.*got torch.int32"):
+        asx.channel_gather(
+            torch.zeros(2, 3, device="meta"), torch.arange(3, device="meta", dtype=torch.int32)
+        )
+    with FakeTensorMode() as mode:
+        x = mode.from_tensor(torch.randn(2, 5, 3))
+        perm = mode.from_tensor(torch.randperm(5))
+        assert asx.channel_gather(x, perm).shape == (2, 5, 3)
+        assert check_permutation(perm, 5) is None
+        with pytest.raises(ValueError, match=r"perm must have length 4, got 5"):
+            check_permutation(perm, 4)
+    # Real tensors are still checked for values.
+    with pytest.raises(ValueError, match=r"permutation of 0..2"):
+        check_permutation(torch.tensor([0, 0, 1]), 3)
 
 
 def test_bad_out_raises():

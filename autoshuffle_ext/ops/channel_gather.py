@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch._prims_common import suggest_memory_format
+from torch._subclasses.fake_tensor import is_fake
 
 from .._extension import extension_available
 
@@ -163,8 +164,15 @@ def is_permutation(perm: torch.Tensor) -> torch.Tensor:
     return (perm.sort(dim=-1).values == identity).all(dim=-1)
 
 
+def _holds_values(t: torch.Tensor) -> bool:
+    """Whether t's values can be read: False for meta and fake tensors (shapes and dtypes only)."""
+    return t.device.type != "meta" and not is_fake(t)
+
+
 def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "perm") -> None:
     """Raises unless `perm` is a 1-D int64 tensor holding a permutation of 0..num_channels-1.
+
+    A meta or fake perm has no values to check: only its type, dtype, dims and length are.
 
     Raises:
         TypeError: perm is not a tensor, or not int64.
@@ -180,7 +188,7 @@ def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "per
         )
     if perm.numel() != num_channels:
         raise ValueError(f"{name} must have length {num_channels}, got {perm.numel()}")
-    if not bool(is_permutation(perm)):
+    if _holds_values(perm) and not bool(is_permutation(perm)):
         shown = perm.tolist() if num_channels <= 32 else "repeated or out-of-range entries"
         raise ValueError(
             f"{name} must be a permutation of 0..{num_channels - 1} (each index exactly once), "
@@ -204,7 +212,8 @@ def channel_gather(
         perm: 1-D int64 tensor of length C on x's device, a permutation of 0..C-1 (each index
             exactly once; for a gather with repeated indices use `index_select`).
         validate: check here that perm is a permutation (a sort, and a host sync on CUDA; skipped
-            while `torch.compile` traces).
+            while `torch.compile` traces, and for meta / fake tensors, which hold no values: their
+            shapes and dtypes are still checked).
             validate=False, for hot loops, means the caller guarantees a permutation. The op
             still checks every entry: the CPU kernel that perm is a permutation (IndexError out
             of range, ValueError on a repeat), at no extra cost; the CUDA kernel only the range
