@@ -364,6 +364,22 @@ def test_fixed_shuffle_perm_rejects_bad_groups():
         asx.fixed_shuffle_perm(-4, 2)
 
 
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: asx.fixed_shuffle_perm(6.0, 3), r"num_channels must be an int, got float 6.0"),
+        (lambda: asx.fixed_shuffle_perm(6, 3.0), r"groups must be an int, got float 3.0"),
+        (lambda: asx.fixed_shuffle_perm(True, 1), r"num_channels must be an int, got bool True"),
+        (lambda: asx.fixed_shuffle_perm(6, "3"), r"groups must be an int, got str '3'"),
+        (lambda: asx.FixedShuffle(6, 3.0), r"groups must be an int, got float 3.0"),
+        (lambda: asx.FixedShuffle(6.0, 3), r"num_channels must be an int, got float 6.0"),
+    ],
+)
+def test_fixed_shuffle_perm_rejects_non_integers(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
 _ISA_CHECK = textwrap.dedent(
     """
     import torch

@@ -261,8 +261,12 @@ def fixed_shuffle_perm(
         1-D int64 tensor of length num_channels on `device`.
 
     Raises:
+        TypeError: num_channels or groups is not an int (bool is not accepted).
         ValueError: groups < 1, num_channels < 0, or num_channels not divisible by groups.
     """
+    for name, value in (("num_channels", num_channels), ("groups", groups)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
     if num_channels < 0:
