@@ -206,3 +206,209 @@ def test_cli_trains_on_a_cifar_folder(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| fixed |" in out and "| learned |" in out
     assert (tmp_path / "run" / "learned" / "report.md").exists()
+
+
+# ---- malformed CIFAR files: every one is a DataError that names the file ----
+
+
+def _cifar_bytes(n=20, protocol=4, labels=None, seed=0):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = rng.integers(0, 10, n).tolist() if labels is None else labels
+    content = {b"batch_label": b"batch 1", b"data": data, b"labels": labels}
+    return pickle.dumps(content, protocol=protocol)
+
+
+def _one_batch_folder(root, payload):
+    """A cifar10 folder whose data_batch_1 holds `payload`, with a valid test batch."""
+    write_cifar(root, n_train=(4,), n_test=3)
+    (root / "data_batch_1").write_bytes(payload)
+    return root / "data_batch_1"
+
+
+def test_cifar_loader_reports_a_module_name_changed_by_one_byte(tmp_path):
+    payload = _cifar_bytes()
+    assert payload.count(b"numpy") >= 1
+    _one_batch_folder(tmp_path, payload.replace(b"numpy", b"numpz", 1))
+    with pytest.raises(DataError, match=r"data_batch_1: .*numpz"):
+        load_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_loader_never_runs_code_from_the_file(tmp_path):
+    import os
+
+    marker = tmp_path / "marker"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    _one_batch_folder(tmp_path / "cifar", pickle.dumps({b"data": Evil(), b"labels": []}))
+    with pytest.raises(DataError, match=r"data_batch_1: .*mkdir"):
+        load_cifar(tmp_path / "cifar", "cifar10")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "labels, match",
+    [
+        (["a", "b"], r"'labels' must be integers, got str"),
+        ([1.7, 2.0], r"'labels' must be integers, got 1\.7"),
+        ([True, False], r"'labels' must be integers, got bool"),
+        ([0, 2**70], r"labels must lie in \[0, 10\)"),
+        ([0, float("nan")], r"'labels' must be integers, got nan"),
+        (np.array([0.5, 1.0]), r"'labels' must be integers, got 0\.5"),
+        (np.array([True, False]), r"'labels' must be integers, got an array of bool"),
+        (np.array(["1", "2"]), r"not a readable pickle \(a dtype must be a numeric type code"),
+        ([0], r"'labels' must hold 2 labels, got 1"),
+        ({0: 1, 1: 2}, r"'labels' must be a list or array of 2 integers, got dict"),
+    ],
+)
+def test_cifar_loader_refuses_labels_that_are_not_class_indices(tmp_path, labels, match):
+    _one_batch_folder(tmp_path, _cifar_bytes(n=2, labels=labels))
+    with pytest.raises(DataError, match=r"data_batch_1: " + match):
+        load_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_loader_accepts_integral_floats_lists_and_label_arrays(tmp_path):
+    _one_batch_folder(tmp_path, _cifar_bytes(n=3, labels=[1.0, 2, 9.0]))
+    train, _, _ = load_cifar(tmp_path, "cifar10")
+    assert train.labels.tolist() == [1, 2, 9] and train.labels.dtype == torch.int64
+    _one_batch_folder(tmp_path, _cifar_bytes(n=3, labels=np.array([3, 0, 7], np.uint8)))
+    assert load_cifar(tmp_path, "cifar10")[0].labels.tolist() == [3, 0, 7]
+    pixels = np.arange(2 * 3072).reshape(2, 3072) % 256
+    _pickle(tmp_path / "data_batch_1", {b"data": pixels.tolist(), b"labels": [4, 5]})
+    train, _, _ = load_cifar(tmp_path, "cifar10")
+    assert torch.equal(train.images.flatten(1), torch.from_numpy(pixels.astype(np.uint8)))
+
+
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        (np.zeros((2, 3072), np.float32), r"'data' must be uint8 \[N, 3072\], got float32"),
+        ([[0] * 3072, [256] * 3072], r"'data' must hold values in \[0, 255\], got \[0, 256\]"),
+        ([[0] * 3072, [0.5] * 3072], r"'data' must be uint8 \[N, 3072\], got float64"),
+        ([[0] * 3072, [0] * 5], r"'data' must be uint8 \[N, 3072\]"),
+        (b"\x00" * 6144, r"'data' must be a uint8 array \[N, 3072\], got bytes"),
+    ],
+)
+def test_cifar_loader_refuses_pixels_that_are_not_uint8_rows(tmp_path, data, match):
+    _one_batch_folder(tmp_path, pickle.dumps({b"data": data, b"labels": [0, 1]}))
+    with pytest.raises(DataError, match=r"data_batch_1: " + match):
+        load_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_loader_checks_sizes_against_the_file_before_allocating(tmp_path):
+    import struct
+
+    path = _one_batch_folder(tmp_path, b"")
+    huge = struct.pack("<Q", 2**40)
+    for payload in (b"\x80\x04\x8e" + huge + b"abc.", b"\x80\x04\x95" + huge + b"N."):
+        path.write_bytes(payload)
+        with pytest.raises(DataError, match=r"data_batch_1: not a readable .*1099511627776"):
+            load_cifar(tmp_path, "cifar10")
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=r"data_batch_1: .*empty"):
+        load_cifar(tmp_path, "cifar10")
+    # An array header asking for a terabyte (numpy writes the shape (0,) there), then pixels
+    # whose size disagrees with the shape the state declares.
+    valid = _cifar_bytes(n=2, protocol=2)
+    terabyte = b"J\x00\x00\x00\x01J\x00\x00\x01\x00\x86"  # (2**24, 2**16)
+    for payload in (
+        valid.replace(b"K\x00\x85", terabyte, 1),
+        valid.replace(b"K\x02M\x00\x0c\x86", b"J\x00\x00\x00\x01M\x00\x0c\x86", 1),
+    ):
+        assert payload != valid
+        path.write_bytes(payload)
+        with pytest.raises(DataError, match=r"data_batch_1: "):
+            load_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_loader_checks_dtype_states_before_numpy_sees_them(tmp_path):
+    # numpy 2.x crashes the interpreter on a dtype state with one None fewer.
+    valid = _cifar_bytes(n=2, protocol=2)
+    payload = valid.replace(b"NNNJ\xff\xff\xff\xff", b"NJ\xff\xff\xff\xff", 1)
+    assert payload != valid
+    _one_batch_folder(tmp_path, payload)
+    with pytest.raises(DataError, match=r"data_batch_1: .*a dtype state must be \(3, byteorder"):
+        load_cifar(tmp_path, "cifar10")
+
+
+def test_cifar_loader_reads_python2_pickles(tmp_path):
+    """The official CIFAR files were pickled by Python 2: str as BINSTRING, numpy.core names,
+    dtype flags as ints."""
+    import struct
+
+    pixels = (np.arange(2 * 3072) % 251).astype(np.uint8).reshape(2, 3072)
+    raw = pixels.tobytes()
+    payload = (
+        b"\x80\x02}q\x00(U\x04dataq\x01cnumpy.core.multiarray\n_reconstruct\nq\x02"
+        b"cnumpy\nndarray\nq\x03K\x00\x85U\x01b\x87Rq\x04(K\x01K\x02M\x00\x0c\x86"
+        b"cnumpy\ndtype\nq\x05U\x02u1K\x00K\x01\x87Rq\x06"
+        b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89T"
+        + struct.pack("<I", len(raw))
+        + raw
+        + b"tbU\x06labelsq\x07]q\x08(K\x01K\x02eu."
+    )
+    _one_batch_folder(tmp_path, payload)
+    train, _, _ = load_cifar(tmp_path, "cifar10")
+    assert torch.equal(train.images.flatten(1), torch.from_numpy(pixels))
+    assert train.labels.tolist() == [1, 2]
+
+
+def _mutations(payload, rng, count):
+    """Seeded random byte flips, insertions, deletions and truncations of `payload`, half of
+    them in the pickle's structure (its first and last 300 bytes) rather than in the pixels."""
+    for _ in range(count):
+        data = bytearray(payload)
+        for _ in range(int(rng.integers(1, 4))):
+            if rng.random() < 0.5:
+                pos = int(rng.integers(0, len(data)))
+            else:
+                edge = int(rng.integers(0, min(300, len(data))))
+                pos = edge if rng.random() < 0.5 else len(data) - 1 - edge
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                data[pos] = int(rng.integers(0, 256))
+            elif kind == 1:
+                data[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9))).tolist())
+            elif kind == 2:
+                del data[pos : pos + int(rng.integers(1, 9))]
+            else:
+                del data[pos:]
+            if not data:
+                break
+        yield bytes(data)
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_loader_fuzz_every_corrupted_file_loads_or_is_a_data_error(tmp_path, protocol):
+    path = _one_batch_folder(tmp_path, b"")
+    rng = np.random.default_rng(protocol)
+    outcomes = {"loaded": 0, "refused": 0}
+    for payload in _mutations(_cifar_bytes(n=24, protocol=protocol), rng, 150):
+        path.write_bytes(payload)
+        try:
+            train, test, names = load_cifar(tmp_path, "cifar10")
+        except DataError as error:
+            assert "data_batch_1" in str(error) and "\n" not in str(error)
+            outcomes["refused"] += 1
+            continue
+        assert train.images.dtype == torch.uint8 and train.images.shape[1:] == (3, 32, 32)
+        assert train.labels.dtype == torch.int64 and len(train.labels) == len(train.images)
+        assert len(train.labels) == 0 or 0 <= train.labels.min() <= train.labels.max() < 10
+        assert len(test) == 3 and names == [f"c{i}" for i in range(10)]
+        outcomes["loaded"] += 1
+    assert outcomes["refused"] > 50 and outcomes["loaded"] > 0, outcomes
+
+
+def test_cifar_loader_refuses_a_malformed_meta_file(tmp_path):
+    write_cifar(tmp_path)
+    for meta, match in [
+        ({b"label_names": 7}, r"expected 10 names under 'label_names', got int"),
+        ({b"label_names": [b"\xff"] * 10}, r"label names must be UTF-8 text"),
+        ([1, 2], r"expected a pickled dict, got list"),
+    ]:
+        _pickle(tmp_path / "batches.meta", meta)
+        with pytest.raises(DataError, match=r"batches\.meta: " + match):
+            load_cifar(tmp_path, "cifar10")

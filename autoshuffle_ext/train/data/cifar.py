@@ -2,12 +2,12 @@
 
 CIFAR-10: `data_batch_*`, `test_batch`, `batches.meta`; CIFAR-100: `train`, `test`, `meta`. Each is
 a pickled dict with b"data" uint8 [N, 3072] (CHW row-major) and b"labels" (b"fine_labels" for
-CIFAR-100). Pickle runs code from the file, so point `--data-dir` only at folders you trust.
+CIFAR-100). The pickles are read by `load_data_pickle`, which builds plain data and numeric numpy
+arrays only (no code from the file runs), and every field is checked before use.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ import torch
 
 from ..errors import DataError
 from .images import TensorImages
+from .safe_pickle import load_data_pickle
 
 __all__ = ["load_cifar"]
 
@@ -23,17 +24,84 @@ _LAYOUT = {
     "cifar10": ("data_batch_*", "test_batch", "batches.meta", b"labels", b"label_names", 10),
     "cifar100": ("train", "test", "meta", b"fine_labels", b"fine_label_names", 100),
 }
+_PIXELS = 3 * 32 * 32
 
 
 def _unpickle(path: Path) -> dict:
-    try:
-        with path.open("rb") as f:
-            content = pickle.load(f, encoding="bytes")
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
-        raise DataError(f"{path}: not a readable CIFAR pickle ({error})") from None
+    content = load_data_pickle(path)
     if not isinstance(content, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(content).__name__}")
     return content
+
+
+def _pixels(path: Path, value: object) -> np.ndarray:
+    """b"data" as uint8 [N, 3072]: a uint8 array, or a list of rows of integers in [0, 255]."""
+    if isinstance(value, np.ndarray):
+        data = value.view(np.ndarray)
+    elif isinstance(value, list):
+        try:
+            data = np.array(value)
+        except (ValueError, TypeError, OverflowError):
+            raise DataError(
+                f"{path}: 'data' must be uint8 [N, {_PIXELS}], got a list that is not a table "
+                "of numbers"
+            ) from None
+        if data.dtype.kind in "iu" and data.ndim == 2 and data.shape[1] == _PIXELS and data.size:
+            low, high = data.min(), data.max()
+            if low < 0 or high > 255:
+                raise DataError(f"{path}: 'data' must hold values in [0, 255], got [{low}, {high}]")
+            data = data.astype(np.uint8)
+    else:
+        raise DataError(
+            f"{path}: 'data' must be a uint8 array [N, {_PIXELS}], got {type(value).__name__}"
+        )
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _PIXELS:
+        raise DataError(
+            f"{path}: 'data' must be uint8 [N, {_PIXELS}], got {data.dtype} {list(data.shape)}"
+        )
+    return data
+
+
+def _not_an_integer(value: object) -> bool:
+    if type(value) is float:
+        return not value.is_integer()  # also NaN and inf
+    return type(value) is not int  # bool, str, bytes, containers...
+
+
+def _labels(path: Path, value: object, key: str, n: int, num_classes: int) -> np.ndarray:
+    """The labels as int64 [n] in [0, num_classes): a list of integers (integral floats
+    included) or a 1-D integer array."""
+    if isinstance(value, np.ndarray):
+        labels = value.view(np.ndarray)
+        if labels.shape != (n,):
+            raise DataError(f"{path}: {key!r} must hold {n} labels, got shape {list(labels.shape)}")
+        if labels.dtype.kind == "f":
+            bad = labels[~(np.isfinite(labels) & (labels == np.floor(labels)))]
+            if bad.size:
+                raise DataError(f"{path}: {key!r} must be integers, got {float(bad[0])!r}")
+        elif labels.dtype.kind not in "iu":
+            raise DataError(
+                f"{path}: {key!r} must be integers, got an array of {labels.dtype.name}"
+            )
+        low, high = (labels.min(), labels.max()) if n else (0, 0)
+    elif isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise DataError(f"{path}: {key!r} must hold {n} labels, got {len(value)}")
+        bad = next((v for v in value if _not_an_integer(v)), None)
+        if bad is not None:
+            got = repr(bad) if type(bad) is float else f"{type(bad).__name__} {bad!r:.20}"
+            raise DataError(f"{path}: {key!r} must be integers, got {got}")
+        labels = [int(v) for v in value]
+        low, high = (min(labels), max(labels)) if n else (0, 0)
+    else:
+        raise DataError(
+            f"{path}: {key!r} must be a list or array of {n} integers, got {type(value).__name__}"
+        )
+    if low < 0 or high >= num_classes:
+        raise DataError(
+            f"{path}: labels must lie in [0, {num_classes}), got [{int(low)}, {int(high)}]"
+        )
+    return np.asarray(labels, dtype=np.int64)
 
 
 def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,27 +113,41 @@ def _read_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndar
         raise DataError(
             f"{path}: expected keys 'data' and {label_key.decode()!r}, found {', '.join(keys)}"
         )
-    data = np.asarray(content[b"data"])
-    labels = np.asarray(content[label_key])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataError(
-            f"{path}: 'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}"
-        )
-    if labels.shape != (data.shape[0],):
-        raise DataError(
-            f"{path}: {label_key.decode()!r} must hold {data.shape[0]} labels, got "
-            f"shape {list(labels.shape)}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"{path}: labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]"
-        )
-    return data, labels.astype(np.int64)
+    data = _pixels(path, content[b"data"])
+    labels = _labels(path, content[label_key], label_key.decode(), len(data), num_classes)
+    return data, labels
+
+
+def _class_names(path: Path, names_key: bytes, num_classes: int) -> list[str]:
+    names = _unpickle(path).get(names_key)
+    key = names_key.decode()
+    if not isinstance(names, (list, tuple)) or len(names) != num_classes:
+        got = f"{len(names)}" if isinstance(names, (list, tuple)) else type(names).__name__
+        raise DataError(f"{path}: expected {num_classes} names under {key!r}, got {got}")
+    out = []
+    for name in names:
+        if isinstance(name, bytes):
+            try:
+                name = name.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(
+                    f"{path}: label names must be UTF-8 text, got {name!r:.40}"
+                ) from None
+        if not isinstance(name, str):
+            raise DataError(f"{path}: label names must be text, got {type(name).__name__}")
+        out.append(name)
+    return out
+
+
+def _owned(array: np.ndarray) -> np.ndarray:
+    """A contiguous, writable array (those unpickled from bytes may be read-only views)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def _to_images(data: np.ndarray, labels: np.ndarray) -> TensorImages:
-    images = torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32)
-    return TensorImages(images, torch.from_numpy(labels))
+    images = torch.from_numpy(_owned(data)).view(-1, 3, 32, 32)
+    return TensorImages(images, torch.from_numpy(_owned(labels)))
 
 
 def load_cifar(data_dir: str | Path, name: str) -> tuple[TensorImages, TensorImages, list[str]]:
@@ -93,10 +175,5 @@ def load_cifar(data_dir: str | Path, name: str) -> tuple[TensorImages, TensorIma
     names = [str(i) for i in range(num_classes)]
     meta_file = root / meta_name
     if meta_file.is_file():
-        meta_names = _unpickle(meta_file).get(names_key)
-        if meta_names is None or len(meta_names) != num_classes:
-            raise DataError(
-                f"{meta_file}: expected {num_classes} names under {names_key.decode()!r}"
-            )
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta_names]
+        names = _class_names(meta_file, names_key, num_classes)
     return train, test, names
