@@ -9,6 +9,7 @@ from .doubly_stochastic import (
     round_to_permutation,
 )
 from .modules import (
+    DGConv2d,
     FixedShuffle,
     HardShuffle,
     LearnedShuffle,
@@ -34,6 +35,7 @@ from .ops import (
 )
 
 __all__ = [
+    "DGConv2d",
     "FixedShuffle",
     "HardShuffle",
     "LearnedShuffle",

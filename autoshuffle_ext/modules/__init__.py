@@ -1,8 +1,10 @@
 """Drop-in channel shuffle modules and the learned-structure protocol they follow: learned
-(AutoShuffleNet), relaxed (Sinkhorn), fixed, exact; the whole-model helpers."""
+(AutoShuffleNet), relaxed (Sinkhorn), fixed, exact; learned group counts (DGConv); the
+whole-model helpers."""
 
 from .collect import attach_projection, learned_matrices, penalty, structures
 from .convert import ShuffleConversionError, convert_shuffles
+from .dgconv import DGConv2d
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .freeze import freeze, shuffle_report, structure_report
 from .hard import FixedShuffle, HardShuffle
@@ -15,6 +17,7 @@ from .structure import LearnedStructure
 __all__ = [
     "DEFAULT_PENALTY_WEIGHT",
     "SHUFFLE_KINDS",
+    "DGConv2d",
     "FixedShuffle",
     "HardShuffle",
     "LearnedShuffle",
