@@ -192,3 +192,85 @@ def test_frozen_model_exports_with_its_gathers():
     ]
     assert len(gathers) == sum(isinstance(m, asx.HardShuffle) for m in frozen.modules()) > 0
     torch.testing.assert_close(program.module()(x), frozen(x), atol=0, rtol=0)
+
+
+def _learned_pointwise_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in asx.structures(model, asx.DGConv2d)]
+
+
+def test_learned_pointwise_convs_start_on_the_fixed_group_counts():
+    fixed = shufflenet_v1(3, 0.5, 10, "cifar")
+    learned = shufflenet_v1(3, 0.5, 10, "cifar", pointwise="learned")
+    names = _learned_pointwise_names(learned)
+    assert len(names) == 2 * 16  # both pointwise convs of every unit
+    for name in names:
+        conv, dg = fixed.get_submodule(name), learned.get_submodule(name)
+        assert isinstance(conv, nn.Conv2d) and conv.kernel_size == (1, 1)
+        assert (dg.in_channels, dg.out_channels) == (conv.in_channels, conv.out_channels)
+        assert dg.num_groups() == conv.groups
+        assert dg.budget is None
+    assert learned.get_submodule("stages.0.0.compress.0").num_groups() == 1  # kept dense
+    # The default is the fixed model, parameter for parameter.
+    assert count_parameters(shufflenet_v1(3, 0.5, 10, "cifar", pointwise="fixed")) == (
+        count_parameters(fixed)
+    )
+    options = {"budget": 0.25, "penalty_weight": 2.0, "init_groups": 1}
+    dense = shufflenet_v1(3, 0.5, 10, "cifar", pointwise="learned", pointwise_options=options)
+    assert all(dense.get_submodule(n).num_groups() == 1 for n in _learned_pointwise_names(dense))
+    assert all(dense.get_submodule(n).budget == 0.25 for n in _learned_pointwise_names(dense))
+
+
+def test_learned_pointwise_with_the_fixed_weights_computes_the_fixed_model():
+    """Started on the fixed groups, a DGConv2d is the contiguous grouped conv: given the fixed
+    model's weights (as dense weights, zero outside the groups), the learned model computes the
+    fixed one, and its frozen form is the fixed model's own convs."""
+    torch.manual_seed(0)
+    fixed = shufflenet_v1(3, 0.5, 10, "cifar").eval()
+    learned = shufflenet_v1(3, 0.5, 10, "cifar", pointwise="learned").eval()
+    state = learned.state_dict() | fixed.state_dict()
+    for name in _learned_pointwise_names(learned):
+        conv = fixed.get_submodule(name)
+        blocks = conv.weight[:, :, 0, 0].chunk(conv.groups)  # [out / g, in / g] each
+        state[name + ".weight"] = torch.block_diag(*blocks)[:, :, None, None]
+    learned.load_state_dict(state)
+    frozen = asx.freeze(learned)
+    assert not any(isinstance(m, asx.HardShuffle) for m in frozen.modules())
+    assert count_parameters(frozen) == count_parameters(fixed)
+    assert count_macs(frozen, (3, 32, 32)) == count_macs(fixed, (3, 32, 32))
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = fixed(x)
+        torch.testing.assert_close(learned(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(frozen(x), expected, atol=0, rtol=0)
+
+
+def test_learned_pointwise_training_steps_close_gates_under_a_budget():
+    torch.manual_seed(0)
+    options = {"budget": 0.1, "penalty_weight": 5.0}
+    model = shufflenet_v1(3, 0.25, 4, "cifar", pointwise="learned", pointwise_options=options)
+    gates = [m.gates for _, m in asx.structures(model, asx.DGConv2d)]
+    network = [p for p in model.parameters() if all(p is not g for g in gates)]
+    optimizer = torch.optim.SGD([{"params": network}, {"params": gates, "lr": 1.0}], lr=0.02)
+    asx.attach_projection(optimizer, model)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 4, (16,))
+    start = [m.num_groups() for _, m in asx.structures(model, asx.DGConv2d)]
+    for _ in range(6):
+        loss = nn.functional.cross_entropy(model(x), y) + asx.penalty(model)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end = [m.num_groups() for _, m in asx.structures(model, asx.DGConv2d)]
+    assert sum(e > s for s, e in zip(start, end, strict=True)) >= len(start) // 2
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(asx.freeze(model)(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_unknown_pointwise_kind_is_refused():
+    with pytest.raises(
+        ValueError, match=r"pointwise must be one of \('fixed', 'learned'\), got 'soft'"
+    ):
+        shufflenet_v1(3, 0.5, pointwise="soft")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'budgett'"):
+        shufflenet_v1(3, 0.5, pointwise="learned", pointwise_options={"budgett": 0.5})

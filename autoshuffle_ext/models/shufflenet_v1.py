@@ -4,7 +4,8 @@ Layout of the paper's Table 1: a 24-channel stem, three stages of 4, 8 and 4 uni
 width 1/4 of the unit output, the first pointwise conv of stage 2 not grouped. Each unit is
 1x1 group conv -> BN -> ReLU -> shuffle -> 3x3 depthwise (stride) -> BN -> 1x1 group conv -> BN,
 added to the input (stride 1) or concatenated with its 3x3 average pool (stride 2), then ReLU.
-The shuffle after the first group conv is the one made learnable.
+The shuffle after the first group conv is the one made learnable; with `pointwise="learned"` the
+group count of every pointwise conv is learned too (`DGConv2d`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import make_shuffle
+from ..modules import DGConv2d, make_shuffle
 from .stem import check_model_args, make_stem
 
-__all__ = ["V1_STAGE2_CHANNELS", "ShuffleNetV1", "ShuffleNetV1Unit", "shufflenet_v1"]
+__all__ = [
+    "POINTWISE_KINDS",
+    "V1_STAGE2_CHANNELS",
+    "ShuffleNetV1",
+    "ShuffleNetV1Unit",
+    "shufflenet_v1",
+]
 
 # groups -> stage 2 output channels at width 1.0 (stages 3 and 4 double it each time).
 V1_STAGE2_CHANNELS = {1: 144, 2: 200, 3: 240, 4: 272, 8: 384}
 V1_STAGE_REPEATS = (4, 8, 4)
 V1_STEM_CHANNELS = 24
 V1_WIDTH_RANGE = (0.25, 2.0)
+# "fixed": nn.Conv2d with the paper's groups; "learned": DGConv2d started on those groups.
+POINTWISE_KINDS = ("fixed", "learned")
+
+
+def pointwise_conv(
+    in_channels: int, out_channels: int, groups: int, kind: str, options: dict | None
+) -> nn.Module:
+    """A 1x1 conv without bias: `nn.Conv2d(groups=groups)` ("fixed") or a `DGConv2d` that starts
+    on the same contiguous groups ("learned"; `options` are its keyword arguments, and may
+    override `init_groups`).
+
+    Raises:
+        ValueError: unknown kind, or options DGConv2d refuses.
+        TypeError: options DGConv2d does not take.
+    """
+    if kind == "fixed":
+        return nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)
+    if kind == "learned":
+        return DGConv2d(in_channels, out_channels, 1, **{"init_groups": groups, **(options or {})})
+    raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {kind!r}")
 
 
 class ShuffleNetV1Unit(nn.Module):
@@ -35,6 +62,7 @@ class ShuffleNetV1Unit(nn.Module):
         groups: of both pointwise convs (the first one ungrouped if `first_grouped` is False).
         shuffle: kind of the shuffle after the first pointwise conv; with one group there is
             nothing to mix across groups and the unit has none (identity), as in the paper.
+        pointwise, pointwise_options: the pointwise convs' kind and options (`pointwise_conv`).
     """
 
     def __init__(
@@ -47,6 +75,8 @@ class ShuffleNetV1Unit(nn.Module):
         first_grouped: bool = True,
         shuffle: str = "fixed",
         shuffle_options: dict | None = None,
+        pointwise: str = "fixed",
+        pointwise_options: dict | None = None,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -60,7 +90,7 @@ class ShuffleNetV1Unit(nn.Module):
         self.stride = stride
         first_groups = groups if first_grouped else 1
         self.compress = nn.Sequential(
-            nn.Conv2d(in_channels, bottleneck, 1, groups=first_groups, bias=False),
+            pointwise_conv(in_channels, bottleneck, first_groups, pointwise, pointwise_options),
             nn.BatchNorm2d(bottleneck),
             nn.ReLU(inplace=True),
         )
@@ -74,7 +104,7 @@ class ShuffleNetV1Unit(nn.Module):
             nn.BatchNorm2d(bottleneck),
         )
         self.expand = nn.Sequential(
-            nn.Conv2d(bottleneck, branch_out, 1, groups=groups, bias=False),
+            pointwise_conv(bottleneck, branch_out, groups, pointwise, pointwise_options),
             nn.BatchNorm2d(branch_out),
         )
 
@@ -98,9 +128,13 @@ class ShuffleNetV1(nn.Module):
         shuffle: str = "fixed",
         shuffle_options: dict | None = None,
         stage_repeats: tuple[int, ...] = V1_STAGE_REPEATS,
+        pointwise: str = "fixed",
+        pointwise_options: dict | None = None,
     ) -> None:
         super().__init__()
         check_model_args(shuffle, num_classes)
+        if pointwise not in POINTWISE_KINDS:
+            raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {pointwise!r}")
         self.stem = make_stem(stem_channels, stem)
         stages = []
         channels = stem_channels
@@ -118,6 +152,8 @@ class ShuffleNetV1(nn.Module):
                         first_grouped=not (index == 0 and i == 0),
                         shuffle=shuffle,
                         shuffle_options=shuffle_options,
+                        pointwise=pointwise,
+                        pointwise_options=pointwise_options,
                     )
                 )
                 channels = out
@@ -155,6 +191,8 @@ def shufflenet_v1(
     stem: str = "imagenet",
     shuffle: str = "fixed",
     shuffle_options: dict | None = None,
+    pointwise: str = "fixed",
+    pointwise_options: dict | None = None,
 ) -> ShuffleNetV1:
     """ShuffleNet v1 with `groups` in {1, 2, 3, 4, 8} ("ShuffleNet s x" for width_mult = s).
 
@@ -165,11 +203,25 @@ def shufflenet_v1(
         stem: "imagenet" (224x224 inputs) or "cifar" (32x32, no early downsampling).
         shuffle: "fixed", "learned", "sinkhorn" or "none", for the shuffle of every unit.
         shuffle_options: keyword arguments of the learned/sinkhorn shuffle constructor.
+        pointwise: "fixed" (default: the paper's group convs) or "learned": every pointwise 1x1
+            conv of the units a `DGConv2d` that learns its group count, started on the fixed
+            model's (`groups`, and 1 for stage 2's first conv).
+        pointwise_options: keyword arguments of `DGConv2d` with "learned", e.g.
+            `{"budget": 1 / 3, "penalty_weight": 1.0}`.
 
     Raises:
-        ValueError: unsupported groups, width_mult, stem, shuffle or num_classes.
+        ValueError: unsupported groups, width_mult, stem, shuffle, pointwise or num_classes, or
+            pointwise options that DGConv2d refuses.
     """
     stem_channels, stage_channels = v1_channels(groups, width_mult)
     return ShuffleNetV1(
-        groups, stem_channels, stage_channels, num_classes, stem, shuffle, shuffle_options
+        groups,
+        stem_channels,
+        stage_channels,
+        num_classes,
+        stem,
+        shuffle,
+        shuffle_options,
+        pointwise=pointwise,
+        pointwise_options=pointwise_options,
     )
