@@ -7,11 +7,35 @@
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace autoshuffle_ext {
 
+// An empty tensor is "contiguous" in every memory format, so its format is read from its strides:
+// channels-last (3d) when they are exactly what at::empty gives its shape in that format and not
+// what it gives in the contiguous one (an empty channels_last batch), else contiguous.
+inline at::MemoryFormat empty_memory_format(const at::Tensor& x) {
+  const std::vector<int64_t> strides = x.strides().vec();
+  std::vector<int64_t> contiguous(strides.size());
+  int64_t step = 1;
+  for (int64_t d = x.dim() - 1; d >= 0; --d) {
+    contiguous[d] = step;
+    step *= std::max<int64_t>(x.size(d), 1);
+  }
+  if (strides == contiguous) return at::MemoryFormat::Contiguous;
+  if (x.dim() == 4 && strides == c10::get_channels_last_strides_2d(x.sizes()))
+    return at::MemoryFormat::ChannelsLast;
+  if (x.dim() == 5 && strides == c10::get_channels_last_strides_3d(x.sizes()))
+    return at::MemoryFormat::ChannelsLast3d;
+  return at::MemoryFormat::Contiguous;
+}
+
 // The memory format of both the dense input the kernels read and the output they write: x's own
-// when x is dense in it, else the format x's strides are closest to (as `suggest_memory_format`).
+// when x is dense in it, else the format x's strides are closest to (as `suggest_memory_format`);
+// for an empty x, `empty_memory_format`.
 inline at::MemoryFormat gather_memory_format(const at::Tensor& x) {
+  if (x.numel() == 0) return empty_memory_format(x);
   if (x.is_contiguous()) return at::MemoryFormat::Contiguous;
   if (x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast))
     return at::MemoryFormat::ChannelsLast;

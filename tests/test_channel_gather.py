@@ -132,6 +132,28 @@ def test_fake_kernel_strides_match_real(shape, layout):
     assert OP.default(x, perm).stride() == _fake_strides(x, perm)
 
 
+@pytest.mark.parametrize(
+    "shape", [(0, 4, 3, 3), (2, 4, 0, 3), (2, 0, 3, 3), (0, 1, 3, 3), (0, 4, 2, 2, 2), (3, 0, 2)]
+)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_empty_inputs_keep_their_memory_format(shape, layout):
+    # Every memory format's is_contiguous holds for an empty tensor, so the layout must be read
+    # from the strides: an empty channels_last batch stays channels_last, in eager and fake.
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(len(shape))
+    if layout == "contiguous" or fmt is None:
+        fmt = torch.contiguous_format
+    x = torch.empty(shape).to(memory_format=fmt)
+    assert x.stride() == torch.empty(shape, memory_format=fmt).stride()
+    perm = torch.randperm(shape[1])
+    y = asx.channel_gather(x, perm)
+    assert y.shape == x.shape
+    assert y.stride() == x.stride()
+    assert _fake_strides(x, perm) == x.stride()
+    x.requires_grad_()
+    asx.channel_gather(x, perm).sum().backward()
+    assert x.grad.shape == x.shape
+
+
 def test_out_variant_any_layout():
     g = torch.Generator().manual_seed(3)
     x = make_input((4, 24, 5, 5), torch.float32, "channels_last", g)

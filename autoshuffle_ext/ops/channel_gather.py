@@ -11,7 +11,11 @@ with the same autograd formula in Python.
 from __future__ import annotations
 
 import torch
-from torch._prims_common import suggest_memory_format
+from torch._prims_common import (
+    make_channels_last_strides_for,
+    make_contiguous_strides_for,
+    suggest_memory_format,
+)
 from torch._subclasses.fake_tensor import is_fake
 
 from .._extension import extension_available
@@ -26,13 +30,27 @@ __all__ = [
 ]
 
 
+def _empty_memory_format(x: torch.Tensor) -> torch.memory_format:
+    # An empty tensor is "contiguous" in every format: read the format from its strides.
+    strides = tuple(x.stride())
+    if strides == tuple(make_contiguous_strides_for(x.shape)):
+        return torch.contiguous_format
+    if x.dim() in (4, 5) and strides == tuple(make_channels_last_strides_for(x.shape)):
+        return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+    return torch.contiguous_format
+
+
 def gather_memory_format(x: torch.Tensor) -> torch.memory_format:
     """The memory format of `channel_gather(x, perm)`'s output.
 
     x's own format when x is dense in it (contiguous first), else the format its strides are
-    closest to. Mirrors `gather_memory_format` in csrc/channel_gather.h: the fake kernel must
-    produce exactly the strides of the real one.
+    closest to. An empty x (dense in every format) is channels-last when its strides are exactly
+    those `torch.empty(x.shape, memory_format=...)` gives in that format (an empty channels_last
+    batch), else contiguous. Mirrors `gather_memory_format` in csrc/channel_gather.h: the fake
+    kernel must produce exactly the strides of the real one.
     """
+    if x.numel() == 0:
+        return _empty_memory_format(x)
     if x.is_contiguous():
         return torch.contiguous_format
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):

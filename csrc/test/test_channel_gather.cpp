@@ -123,6 +123,17 @@ void test_register_boundaries() {
   }
 }
 
+// An empty tensor is dense in every format: the output takes the layout its strides show.
+void test_empty_keeps_format() {
+  for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+    for (auto shape : std::vector<std::vector<int64_t>>{{0, 4, 3, 3}, {2, 4, 0, 3}, {2, 0, 3, 3}}) {
+      const at::Tensor x = at::empty(shape, at::TensorOptions().memory_format(format));
+      const at::Tensor y = gather_op().call(x, at::randperm(shape[1], at::kLong));
+      expect(y.strides() == x.strides(), "empty output keeps the strides of " + describe(x));
+    }
+  }
+}
+
 void test_errors() {
   const auto op = gather_op();
   const at::Tensor x = at::randn({2, 4, 3, 3});
@@ -168,6 +179,7 @@ int main() {
   at::manual_seed(0);
   test_values();
   test_register_boundaries();
+  test_empty_keeps_format();
   test_errors();
   test_autograd();
   if (failures) {
