@@ -106,7 +106,8 @@ class DGConv2d(LearnedStructure):
         TypeError: a size that is not an int (or pair), a non-bool bias, a budget, penalty_weight
             or gate_init that is not a real number.
         ValueError: sizes below their minimum, budget outside (0, 1], penalty_weight negative
-            or not finite, gate_init not > 0, init_groups not dividing C.
+            or not finite, gate_init not > 0, init_groups not dividing C; in the forward, an
+            input that is not [N, in_channels, H, W].
     """
 
     def __init__(
@@ -312,7 +313,7 @@ class DGConv2d(LearnedStructure):
 
     def __getstate__(self) -> dict:
         # Plans are a cache of the gates: copies and pickles rebuild them.
-        return {**super().__getstate__(), "_plans": {}}
+        return {**self.__dict__, "_plans": {}}
 
     def extra_repr(self) -> str:
         s = (
