@@ -175,6 +175,7 @@ class DGConv2d(LearnedStructure):
         `groups` groups: a gate of each prime factor of `groups`, the first ones of that size.
 
         Raises:
+            TypeError: groups not an int.
             ValueError: groups does not divide C = gcd(in_channels, out_channels).
         """
         _check_int("groups", groups, 1)
@@ -196,6 +197,8 @@ class DGConv2d(LearnedStructure):
         """g [K]: 1 where the gate parameter is >= 0, else 0, with the straight-through gradient
         (d g / d parameter = 1)."""
         hard = (self.gates >= 0).to(self.gates.dtype)
+        # (p - p.detach()) is exactly 0, so g is exactly 0 or 1 (the grouped forward relies on
+        # it); (hard + p) - p would round.
         return hard + (self.gates - self.gates.detach())
 
     def closed_gates(self) -> tuple[bool, ...]:
