@@ -100,6 +100,58 @@ def test_projection_resets_dead_rows_to_uniform():
     torch.testing.assert_close(M.sum(0), torch.ones(5, dtype=M.dtype), atol=1e-6, rtol=0)
 
 
+def _assert_doubly_stochastic(M: torch.Tensor, atol: float) -> None:
+    assert torch.isfinite(M).all(), M
+    assert (M >= 0).all()
+    ones = torch.ones((), dtype=M.dtype)
+    torch.testing.assert_close(M.sum(-1), ones.expand(M.shape[:-1]), atol=atol, rtol=0)
+    torch.testing.assert_close(M.sum(-2), ones.expand(M.shape[:-1]), atol=atol, rtol=0)
+
+
+def _extreme_matrices(dtype: torch.dtype) -> list[torch.Tensor]:
+    big, tiny = torch.finfo(dtype).max, torch.finfo(dtype).smallest_normal
+    g = torch.Generator().manual_seed(7)
+    return [
+        torch.full((2, 2), big * 0.9, dtype=dtype),  # every sum overflows
+        torch.tensor([[big * 0.9, 1.0], [1.0, big * 0.9]], dtype=dtype),
+        torch.rand(6, 6, generator=g, dtype=dtype) * big,
+        torch.tensor([[big * 0.9, 0.0], [0.0, tiny]], dtype=dtype),  # tiny / big underflows
+        torch.full((3, 3), tiny / 4, dtype=dtype),  # subnormal entries
+        torch.rand(6, 6, generator=g, dtype=dtype) * tiny,
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("iters", [10, 0])
+def test_projection_of_finite_extreme_matrices_is_finite_and_doubly_stochastic(dtype, iters):
+    for M in _extreme_matrices(dtype):
+        asx.project_doubly_stochastic_(M, iters)
+        _assert_doubly_stochastic(M, atol=1e-4)
+    huge = torch.full((2, 2), torch.finfo(dtype).max, dtype=dtype)
+    torch.testing.assert_close(
+        asx.project_doubly_stochastic_(huge, iters), torch.full_like(huge, 0.5)
+    )
+
+
+def test_projection_scales_each_matrix_of_a_stack_by_itself():
+    g = torch.Generator().manual_seed(8)
+    normal = torch.rand(5, 5, generator=g) + 0.1
+    stack = torch.stack([normal, torch.rand(5, 5, generator=g) * 3e38])
+    asx.project_doubly_stochastic_(stack)
+    _assert_doubly_stochastic(stack, atol=1e-4)
+    torch.testing.assert_close(stack[0], asx.project_doubly_stochastic_(normal.clone()))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_projection_rejects_non_finite_matrices_and_leaves_them(bad):
+    M = torch.rand(2, 3, 3)
+    M[1, 0, 2] = bad
+    before = M.clone()
+    with pytest.raises(ValueError, match=r"M must be finite.*got NaN or inf entries"):
+        asx.project_doubly_stochastic_(M)
+    torch.testing.assert_close(M, before, equal_nan=True, atol=0, rtol=0)
+
+
 @given(n=st.integers(1, 7), seed=st.integers(0, 2**31 - 1))
 @settings(max_examples=30, deadline=None)
 def test_rounding_is_the_maximum_weight_permutation(n, seed):
