@@ -111,7 +111,8 @@ def project_doubly_stochastic_(
     dual, a few rounds): cheap, batched, never synchronises with the host.
 
     Args:
-        M: [n, n] or [B, n, n] floating tensor (a Parameter's data is fine).
+        M: [n, n] or [B, n, n] floating tensor (a Parameter's data is fine); an empty one (n == 0
+            or B == 0) is returned as it is.
         iters: column + row scaling rounds.
         polish: rounds of the projection's dual after scaling (0 for the paper's scaling alone).
 
@@ -136,6 +137,8 @@ def project_doubly_stochastic_(
         raise ValueError(f"iters must be >= 0, got {iters}")
     if polish < 0:
         raise ValueError(f"polish must be >= 0, got {polish}")
+    if M.numel() == 0:  # n == 0 or an empty stack: nothing to project
+        return M
     if not bool(torch.isfinite(M).all()):
         raise ValueError(
             f"M must be finite to be projected, got NaN or inf entries (shape {tuple(M.shape)}, "
@@ -157,7 +160,10 @@ def linear_assignment(weights: torch.Tensor, *, maximize: bool) -> torch.Tensor:
 
     `weights` [n, n] gives an int64 [n] tensor perm, perm[i] = column assigned to row i; [..., n, n]
     gives [..., n]; on weights' device. Solved on the host in float64 by scipy, matrix by matrix.
+    Empty weights (n == 0 or no matrices) give an empty perm of that shape.
     """
+    if weights.numel() == 0:
+        return torch.empty(weights.shape[:-1], dtype=torch.int64, device=weights.device)
     stack = weights.detach().to("cpu", torch.float64).numpy().reshape(-1, *weights.shape[-2:])
     perms = [linear_sum_assignment(w, maximize=maximize)[1] for w in stack]
     perm = torch.as_tensor(np.stack(perms), dtype=torch.int64).reshape(weights.shape[:-1])
@@ -167,9 +173,9 @@ def linear_assignment(weights: torch.Tensor, *, maximize: bool) -> torch.Tensor:
 def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
     """The permutation of maximum weight: perm[i] = column assigned to row i.
 
-    `M` [n, n] gives a [n] int64 tensor, [B, n, n] gives [B, n], on M's device. With perm, the
-    gather `x[:, perm]` is what the mixing `M @ x` becomes once M is a permutation matrix
-    (`M[i, perm[i]] == 1`).
+    `M` [n, n] gives a [n] int64 tensor, [B, n, n] gives [B, n], on M's device (empty for an
+    empty M: n == 0 or B == 0). With perm, the gather `x[:, perm]` is what the mixing `M @ x`
+    becomes once M is a permutation matrix (`M[i, perm[i]] == 1`).
 
     Raises:
         TypeError / ValueError: M is not a floating [n, n] or [B, n, n] tensor, or holds NaN/inf.

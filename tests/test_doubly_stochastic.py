@@ -172,6 +172,18 @@ def test_rounding_recovers_a_planted_permutation_from_noise():
     assert torch.equal(asx.round_to_permutation(M), perm)
 
 
+@pytest.mark.parametrize("shape", [(0, 0), (0, 3, 3), (2, 0, 0), (0, 0, 0)])
+def test_empty_matrices_give_empty_results(shape):
+    M = torch.empty(shape, dtype=torch.float64)
+    assert asx.project_doubly_stochastic_(M) is M
+    assert M.shape == shape
+    perm = asx.round_to_permutation(M)
+    assert perm.dtype == torch.int64
+    assert perm.shape == shape[:-1]
+    assert asx.permutation_matrix(perm, torch.float64).shape == shape
+    assert asx.distance_to_permutation(M).shape == shape[:-2]
+
+
 def test_rounding_never_picks_a_column_twice_where_argmax_would():
     # Both rows prefer column 0; a per-row argmax would return [0, 0].
     M = torch.tensor([[0.9, 0.8], [0.85, 0.1]])
