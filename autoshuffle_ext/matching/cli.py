@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -18,27 +19,132 @@ from .problems import matching_distance, planted_instance
 from .qaplib import read_qaplib
 from .solvers import SOLVERS, solve
 
+# Defaults of the numeric flags; the parser leaves them None, so that _check_args can tell a
+# flag given from one left out.
+_DEFAULTS = {
+    "n": 50,
+    "density": 0.5,
+    "noise": 0.0,
+    "trials": 10,
+    "seed": 0,
+    "restarts": 1,
+    "starts": 1,
+    "dim": 20,
+}
+
+
+def _integer(low: int, high: int | None = None, high_text: str = "") -> Callable[[str], int]:
+    """An argparse type: an int >= low (and <= high, written `high_text` in messages)."""
+    expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high_text}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="autoshuffle-graphmatch",
         description="Graph matching / quadratic assignment: the l1-l2 penalty path vs the "
-        "convex relaxation vs scipy's FAQ and 2-opt.",
+        "convex relaxation vs scipy's FAQ and 2-opt. Three modes: planted graphs (the default), "
+        "--qap FILE, --two-layer.",
     )
-    p.add_argument("--n", type=int, default=50, help="graph size (hidden units with --two-layer)")
-    p.add_argument("--density", type=float, default=0.5, help="edge probability")
-    p.add_argument("--noise", type=float, default=0.0, help="fraction of vertex pairs flipped")
-    p.add_argument("--trials", type=int, default=10, help="instances per solver")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solver", choices=SOLVERS, action="append", help="repeatable; default all")
-    p.add_argument("--restarts", type=int, default=1, help="restarts of the path solvers")
-    p.add_argument("--starts", type=int, default=1, help="starts per instance with --two-layer")
+    d = _DEFAULTS
     p.add_argument("--qap", metavar="FILE", help="solve a QAPLIB .dat instance (minimise)")
     p.add_argument("--two-layer", action="store_true", help="the two-layer network example")
-    p.add_argument("--dim", type=int, default=20, help="input dimension with --two-layer")
+    p.add_argument(
+        "--n", type=_integer(1), help=f"graph size (hidden units with --two-layer; {d['n']})"
+    )
+    p.add_argument("--density", type=_fraction, help=f"edge probability ({d['density']})")
+    p.add_argument(
+        "--noise", type=_fraction, help=f"fraction of vertex pairs flipped ({d['noise']})"
+    )
+    p.add_argument("--trials", type=_integer(1), help=f"instances per solver ({d['trials']})")
+    # torch.Generator.manual_seed takes up to 2**64 - 1; numpy's generators refuse negatives.
+    seed = _integer(0, 2**64 - 1, "2**64 - 1")
+    p.add_argument("--seed", type=seed, help=f"random seed ({d['seed']})")
+    p.add_argument(
+        "--solver",
+        choices=SOLVERS,
+        action="append",
+        help="repeatable; default all",
+    )
+    p.add_argument(
+        "--restarts",
+        type=_integer(1),
+        help=f"restarts of the path solvers penalty and relaxation ({d['restarts']})",
+    )
+    p.add_argument(
+        "--starts", type=_integer(1), help=f"with --two-layer: starts per instance ({d['starts']})"
+    )
+    p.add_argument(
+        "--dim", type=_integer(1), help=f"with --two-layer: input dimension ({d['dim']})"
+    )
     p.add_argument("--plot", metavar="PNG", help="with --two-layer: loss and penalty per step")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error (exit code 2) for a --plot path that cannot be written; then fills in
+    the defaults of the flags left out."""
+    if args.plot is not None:
+        _check_plot_path(parser, Path(args.plot))
+    for name, value in _DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def _check_plot_path(parser: argparse.ArgumentParser, path: Path) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        parser.error(
+            "argument --plot: expected an image file name such as plot.png (one of "
+            f"{', '.join(sorted(formats))}), got {path.name!r}"
+        )
+    folder = path.parent
+    if not folder.is_dir():
+        parser.error(f"argument --plot: folder {folder} does not exist")
+
+
+class _FileError(Exception):
+    """A file named by a flag that cannot be read or written: one line, exit code 2."""
+
+
+def _read_qap(path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) of the --qap file; _FileError names the flag, the file and what is wrong."""
+    try:
+        return read_qaplib(path)
+    except OSError as err:
+        raise _FileError(f"--qap {path}: cannot read the file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise _FileError(
+            f"--qap {path}: expected a QAPLIB text file (UTF-8), got bytes that are not text "
+            f"({err.reason} at offset {err.start})"
+        ) from None
+    except ValueError as err:  # most of parse_qaplib's messages start with the path
+        message = str(err).removeprefix(f"{path}: ")
+        raise _FileError(f"--qap {path}: {message}") from None
 
 
 def _options(method: str, args: argparse.Namespace) -> dict:
@@ -48,7 +154,7 @@ def _options(method: str, args: argparse.Namespace) -> dict:
 
 
 def _run_qap(args: argparse.Namespace, solvers: Sequence[str]) -> dict:
-    A, B = read_qaplib(args.qap)
+    A, B = _read_qap(args.qap)
     for method in solvers:  # first calls load libraries; keep that out of the timings
         solve(A[:2, :2], B[:2, :2], method)
     out = {}
@@ -96,22 +202,33 @@ def _run_two_layer(args: argparse.Namespace) -> dict:
             name: solve_two_layer(problem, penalty=penalty, record=True)[1]
             for name, penalty in (("penalty", True), ("relaxation", False))
         }
-        plot_path(paths, args.plot)
+        try:
+            plot_path(paths, args.plot)
+        except OSError as err:
+            raise _FileError(f"--plot {args.plot}: cannot write ({err.strerror or err})") from None
         out["plot"] = args.plot
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Runs the command line `argv` (sys.argv[1:] if None); returns the exit code.
+
+    Raises:
+        SystemExit: code 2 for a usage error (a flag value out of range, flags that do not
+            apply together), with argparse's usage line and one error line on stderr.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
     solvers = args.solver or list(SOLVERS)
     try:
         if args.two_layer:
             out = _run_two_layer(args)
-        elif args.qap:
+        elif args.qap is not None:
             out = _run_qap(args, solvers)
         else:
             out = _run_planted(args, solvers)
-    except (OSError, ValueError) as err:
+    except _FileError as err:
         print(f"autoshuffle-graphmatch: error: {err}", file=sys.stderr)
         return 2
     if args.json:
@@ -131,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.plot:
             print(f"  plot: {args.plot}")
-    elif args.qap:
+    elif args.qap is not None:
         print(f"{'solver':<11} {'objective':>14} {'seconds':>9}  permutation (0-based)")
         for name, r in out.items():
             perm = " ".join(map(str, r["permutation"]))
