@@ -274,3 +274,16 @@ def test_unknown_pointwise_kind_is_refused():
         shufflenet_v1(3, 0.5, pointwise="soft")
     with pytest.raises(TypeError, match="unexpected keyword argument 'budgett'"):
         shufflenet_v1(3, 0.5, pointwise="learned", pointwise_options={"budgett": 0.5})
+
+
+def test_learned_groups_start_at_the_fixed_models_cost_and_are_listed(capsys):
+    fixed = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", "learned")
+    learned = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", "learned", pointwise="learned")
+    a, b = measure(fixed, (3, 32, 32)), measure(learned, (3, 32, 32))
+    assert (b.params, b.macs, b.shuffle_macs) == (a.params, a.macs, a.shuffle_macs)
+    assert b.shuffle_params > a.shuffle_params  # the gates train on top
+    models_main(["shufflenet_v1_g3_x0_5", "--stem", "cifar", "--groups", "learned"])
+    out = capsys.readouterr().out
+    assert "pointwise groups, in order | 1 3 3 3" in out
+    with pytest.raises(ValueError, match="built for ShuffleNet v1"):
+        build_model("shufflenet_v2_x0_5", pointwise="learned")

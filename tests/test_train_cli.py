@@ -208,3 +208,37 @@ def test_a_file_system_error_while_training_is_one_line(tmp_path, monkeypatch, c
     assert main([*TINY, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err == f"autoshuffle-train: error: {tmp_path / 'run'}: Read-only file system\n"
+
+
+def test_learned_groups_train_with_a_budget_and_are_reported(tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY, "--groups", "learned", "--budget", "0.2", "--out", str(out)]
+    assert main(argv) == 0
+    report = (out / "learned" / "report.md").read_text()
+    assert "| stages.0.0.expand.0 | DGConv2d |" in report
+    result = json.loads((out / "learned" / "result.json").read_text())
+    groups = [r["groups"] for r in result["layers"] if r["kind"] == "DGConv2d"]
+    assert groups and all(g >= 1 for g in groups)
+    frozen = torch.load(out / "learned" / "model_frozen.pt")
+    buffers = ("running_mean", "running_var", "num_batches_tracked", "perm")
+    params = sum(v.numel() for k, v in frozen.items() if not k.endswith(buffers))
+    assert result["params"] == params  # the inference form's, grouped convs included
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget", "0.5"], "--budget applies to --groups learned only"),
+        (["--groups", "learned", "--budget", "0"], "--budget must lie in (0, 1], got 0.0"),
+    ],
+)
+def test_budget_flags_are_checked(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY, *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_learned_groups_on_v2_is_a_config_error(tmp_path, capsys):
+    argv = [*TINY, "--model", "shufflenet_v2_x0_5", "--groups", "learned", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "built for ShuffleNet v1" in capsys.readouterr().err

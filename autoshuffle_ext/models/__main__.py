@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..modules import DGConv2d, structures
 from .complexity import input_resolution, measure
 from .registry import MODEL_NAMES, build_model
 from .stem import STEMS
@@ -19,14 +20,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("models", nargs="*", default=list(MODEL_NAMES), help="model names")
     parser.add_argument("--stem", choices=STEMS, default="imagenet", help="input stem")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
+    parser.add_argument(
+        "--groups",
+        choices=("fixed", "learned"),
+        default="fixed",
+        help="learned: v1 pointwise convs as DGConv2d; also lists each one's group count",
+    )
     args = parser.parse_args(argv)
     side = input_resolution(args.stem)
     print(f"input 3x{side}x{side}, {args.num_classes} classes; FLOPs = multiply-adds")
-    print("| model | params | learned shuffle params | MFLOPs | shuffle mixing MFLOPs (training) |")
+    print(
+        "| model | params | learned structure params (training) | MFLOPs "
+        "| shuffle mixing MFLOPs (training) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in args.models:
         try:
-            model = build_model(name, args.num_classes, args.stem, shuffle="learned")
+            model = build_model(
+                name, args.num_classes, args.stem, shuffle="learned", pointwise=args.groups
+            )
         except ValueError as error:
             parser.error(str(error))
         c = measure(model, (3, side, side))
@@ -34,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             f"| {name} | {c.params:,} | {c.shuffle_params:,} | {c.macs / 1e6:.1f} "
             f"| {c.shuffle_macs / 1e6:.1f} |"
         )
+        groups = [m.num_groups() for _, m in structures(model, DGConv2d)]
+        if groups:
+            print(f"|   pointwise groups, in order | {' '.join(map(str, groups))} | | | |")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..modules import SoftShuffle, structures
+from ..modules import SoftShuffle, freeze, structures
 
 __all__ = ["Complexity", "count_macs", "count_parameters", "input_resolution", "measure"]
 
@@ -21,7 +21,7 @@ __all__ = ["Complexity", "count_macs", "count_parameters", "input_resolution", "
 class Complexity:
     """Parameters and multiply-adds of one model at one input size."""
 
-    params: int  # network parameters (everything but the learned structures' own)
+    params: int  # parameters of the inference form (frozen)
     shuffle_params: int  # structure parameters (C x C per learned shuffle), extra at training
     macs: int  # inference multiply-adds of convs and fc
     shuffle_macs: int  # training-time multiply-adds of the soft shuffles' mixing products
@@ -80,7 +80,12 @@ def input_resolution(stem: str) -> int:
 
 
 def measure(model: nn.Module, input_size: tuple[int, ...]) -> Complexity:
-    """Parameters and multiply-adds of `model` for inputs of `input_size` ([C, H, W])."""
-    params, shuffle_params = count_parameters(model)
-    macs, shuffle_macs = count_macs(model, input_size)
+    """Parameters and multiply-adds of `model` for inputs of `input_size` ([C, H, W]): params
+    and macs are those of its inference form (`freeze`: learned group counts as grouped convs),
+    shuffle_params and shuffle_macs what its learned structures add in training."""
+    frozen = freeze(model)
+    params, _ = count_parameters(frozen)
+    _, shuffle_params = count_parameters(model)
+    macs, _ = count_macs(frozen, input_size)
+    _, shuffle_macs = count_macs(model, input_size)
     return Complexity(params, shuffle_params, macs, shuffle_macs)

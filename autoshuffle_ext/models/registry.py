@@ -65,13 +65,30 @@ def build_model(
     stem: str = "imagenet",
     shuffle: str = "fixed",
     shuffle_options: dict | None = None,
+    pointwise: str = "fixed",
+    pointwise_options: dict | None = None,
 ) -> nn.Module:
-    """The model called `name` (see `parse_model_name`) with the given head, stem and shuffle.
+    """The model called `name` (see `parse_model_name`) with the given head, stem and shuffle;
+    `pointwise="learned"` (v1 only) learns the group count of every pointwise conv.
 
     Raises:
         ValueError: unknown name, or arguments the model rejects.
     """
     version, width_mult, groups = parse_model_name(name)
     if version == "v1":
-        return shufflenet_v1(groups, width_mult, num_classes, stem, shuffle, shuffle_options)
+        return shufflenet_v1(
+            groups,
+            width_mult,
+            num_classes,
+            stem,
+            shuffle,
+            shuffle_options,
+            pointwise=pointwise,
+            pointwise_options=pointwise_options,
+        )
+    if pointwise != "fixed":
+        raise ValueError(
+            f"pointwise={pointwise!r} (learned group counts) is built for ShuffleNet v1; "
+            f"{name} has no grouped pointwise convs"
+        )
     return shufflenet_v2(width_mult, num_classes, stem, shuffle, shuffle_options)

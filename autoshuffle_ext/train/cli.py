@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--shuffle", default=d.shuffle, choices=SHUFFLE_KINDS, help="shuffle kind of every unit"
     )
     what.add_argument(
+        "--groups",
+        default=d.groups,
+        choices=("fixed", "learned"),
+        help="group counts of the pointwise convs (v1): fixed (the model name's) or learned "
+        "(DGConv2d, started on them)",
+    )
+    what.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="with --groups learned: cost (params and multiply-adds) each pointwise conv may keep, "
+        "as a fraction of its dense conv; a hinge penalty above it (default: none)",
+    )
+    what.add_argument(
         "--compare",
         default=None,
         help="comma-separated shuffle kinds to train one after the other with the same seed and "
@@ -243,6 +257,10 @@ def _validate(args: argparse.Namespace) -> list[str]:
             "--penalty-start and --penalty-ramp need 0 <= start <= ramp <= 1, got "
             f"{args.penalty_start} and {args.penalty_ramp}"
         )
+    if args.budget is not None and not 0 < args.budget <= 1:
+        problems.append(f"--budget must lie in (0, 1], got {args.budget}")
+    if args.budget is not None and args.groups != "learned":
+        problems.append("--budget applies to --groups learned only")
     if not 0 <= args.shuffle_blend <= 1:
         problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
     if args.projection_iters < 0 or args.workers < 0:

@@ -25,6 +25,8 @@ class TrainConfig:
 
     model: str = "shufflenet_v1_g3_x0_5"
     shuffle: str = "learned"
+    groups: str = "fixed"
+    budget: float | None = None
     dataset: str = "digits"
     data_dir: str | None = None
     stem: str | None = None

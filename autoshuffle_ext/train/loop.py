@@ -139,13 +139,13 @@ def evaluate(
 
 
 def _shuffle_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
-    layers = asx_modules.structure_report(model)
-
-    def total(key: str) -> float | None:
-        values = [r[key] for r in layers if r.get(key) is not None]
-        return sum(values) if values else None
-
-    return layers, total("penalty"), total("distance")
+    """Every learned structure's report row, and P(M) and the distance to the rounded
+    permutations summed over the soft shuffles (None without any)."""
+    shuffles = asx_modules.shuffle_report(model)
+    if not shuffles:
+        return asx_modules.structure_report(model), None, None
+    penalty = sum(r["penalty"] for r in shuffles)
+    return asx_modules.structure_report(model), penalty, sum(r["distance"] for r in shuffles)
 
 
 class _Run:
@@ -200,9 +200,16 @@ class _Run:
             }
         elif config.shuffle != "random":
             options = None
+        pointwise_options = None if config.budget is None else {"budget": config.budget}
         try:
             return build_model(
-                config.model, self.data.num_classes, config.stem, config.shuffle, options
+                config.model,
+                self.data.num_classes,
+                config.stem,
+                config.shuffle,
+                options,
+                pointwise=config.groups,
+                pointwise_options=pointwise_options,
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
