@@ -126,7 +126,8 @@ def write_run_report(
         "",
         f"- soft accuracy {result.soft_acc:.4f}, frozen accuracy {result.frozen_acc:.4f} "
         f"({result.epochs} epochs, {result.time_per_epoch:.1f} s/epoch)",
-        f"- params {result.params:,} (+ {result.shuffle_params:,} learned structure params in training); "
+        f"- params {result.params:,} at inference (+ {result.shuffle_params:,} structure "
+        "params in training); "
         f"{result.macs / 1e6:.2f} MFLOPs at inference "
         f"(+ {result.shuffle_macs / 1e6:.2f} MFLOPs of soft mixing in training)",
         f"- final P(M) {_fmt(result.final_penalty, '.4g')}, "
