@@ -1,5 +1,5 @@
-"""`autoshuffle-graphmatch`: bad flag values and bad --qap or --plot paths are one line on stderr
-and exit code 2, found before any work starts."""
+"""`autoshuffle-graphmatch`: bad flag values, flags that cannot apply together, and bad --qap or
+--plot paths are one line on stderr and exit code 2, found before any work starts."""
 
 from __future__ import annotations
 
@@ -50,6 +50,73 @@ def test_numeric_flags_out_of_range_are_usage_errors(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _usage_error(argv, capsys).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--qap", str(EXAMPLE), "--two-layer"],
+            "argument --two-layer: not allowed with argument --qap",
+        ),
+        (
+            ["--two-layer", "--qap", str(EXAMPLE)],
+            "argument --qap: not allowed with argument --two-layer",
+        ),
+        # --qap reads the size from its file and solves one instance.
+        (["--qap", str(EXAMPLE), "--n", "5"], "argument --n: not allowed with argument --qap"),
+        (
+            ["--qap", str(EXAMPLE), "--trials", "2"],
+            "argument --trials: not allowed with argument --qap",
+        ),
+        (
+            ["--qap", str(EXAMPLE), "--noise", "0.1"],
+            "argument --noise: not allowed with argument --qap",
+        ),
+        (
+            ["--qap", str(EXAMPLE), "--density", "0.3"],
+            "argument --density: not allowed with argument --qap",
+        ),
+        (
+            ["--qap", str(EXAMPLE), "--starts", "2"],
+            "argument --starts: not allowed with argument --qap",
+        ),
+        (["--qap", str(EXAMPLE), "--dim", "4"], "argument --dim: not allowed with argument --qap"),
+        (
+            ["--qap", str(EXAMPLE), "--plot", "p.png"],
+            "argument --plot: not allowed with argument --qap",
+        ),
+        # --two-layer compares the penalty path with the relaxation on its own problems.
+        (
+            ["--two-layer", "--solver", "faq"],
+            "argument --solver: not allowed with argument --two-layer",
+        ),
+        (
+            ["--two-layer", "--restarts", "2"],
+            "argument --restarts: not allowed with argument --two-layer",
+        ),
+        (
+            ["--two-layer", "--noise", "0.1"],
+            "argument --noise: not allowed with argument --two-layer",
+        ),
+        (
+            ["--two-layer", "--density", "0.2"],
+            "argument --density: not allowed with argument --two-layer",
+        ),
+        # The planted graphs.
+        (["--starts", "2"], "argument --starts: only applies with --two-layer"),
+        (["--dim", "4"], "argument --dim: only applies with --two-layer"),
+        (["--plot", "p.png"], "argument --plot: only applies with --two-layer"),
+        (
+            ["--solver", "faq", "--solver", "2opt", "--restarts", "3"],
+            "argument --restarts: applies to --solver penalty or relaxation, not to faq, 2opt",
+        ),
+    ],
+)
+def test_flags_that_cannot_apply_together_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _usage_error(argv, capsys) == message
 
 
 def test_plot_path_is_checked_before_the_run(

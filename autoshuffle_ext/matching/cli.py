@@ -19,6 +19,8 @@ from .problems import matching_distance, planted_instance
 from .qaplib import read_qaplib
 from .solvers import SOLVERS, solve
 
+_PATH_SOLVERS = ("penalty", "relaxation")  # the solvers that --restarts applies to
+
 # Defaults of the numeric flags; the parser leaves them None, so that _check_args can tell a
 # flag given from one left out.
 _DEFAULTS = {
@@ -31,6 +33,13 @@ _DEFAULTS = {
     "starts": 1,
     "dim": 20,
 }
+# The flags each mode uses (--seed and --json apply to all); another mode's flag is an error.
+_MODE_FLAGS = {
+    "planted": ("n", "density", "noise", "trials", "solver", "restarts"),
+    "qap": ("solver", "restarts"),
+    "two-layer": ("n", "trials", "starts", "dim", "plot"),
+}
+_MODE_OPTION = {"qap": "--qap", "two-layer": "--two-layer"}
 
 
 def _integer(low: int, high: int | None = None, high_text: str = "") -> Callable[[str], int]:
@@ -65,11 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="autoshuffle-graphmatch",
         description="Graph matching / quadratic assignment: the l1-l2 penalty path vs the "
         "convex relaxation vs scipy's FAQ and 2-opt. Three modes: planted graphs (the default), "
-        "--qap FILE, --two-layer.",
+        "--qap FILE, --two-layer; a flag of another mode is an error.",
     )
     d = _DEFAULTS
-    p.add_argument("--qap", metavar="FILE", help="solve a QAPLIB .dat instance (minimise)")
-    p.add_argument("--two-layer", action="store_true", help="the two-layer network example")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--qap", metavar="FILE", help="solve a QAPLIB .dat instance (minimise)")
+    mode.add_argument("--two-layer", action="store_true", help="the two-layer network example")
     p.add_argument(
         "--n", type=_integer(1), help=f"graph size (hidden units with --two-layer; {d['n']})"
     )
@@ -85,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
         "--solver",
         choices=SOLVERS,
         action="append",
-        help="repeatable; default all",
+        help="repeatable; default all (not with --two-layer)",
     )
     p.add_argument(
         "--restarts",
@@ -104,8 +114,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """A usage error (exit code 2) for a --plot path that cannot be written; then fills in
-    the defaults of the flags left out."""
+    """Usage errors (exit code 2) for flags that do not apply to the mode or to the chosen
+    solvers, and for a --plot path that cannot be written; then fills in the defaults."""
+    mode = "qap" if args.qap is not None else "two-layer" if args.two_layer else "planted"
+    for name in dict.fromkeys(n for names in _MODE_FLAGS.values() for n in names):
+        if getattr(args, name) is None or name in _MODE_FLAGS[mode]:
+            continue
+        if mode == "planted":  # every flag the planted graphs do not use is --two-layer's
+            parser.error(f"argument --{name}: only applies with --two-layer")
+        parser.error(f"argument --{name}: not allowed with argument {_MODE_OPTION[mode]}")
+    if args.restarts is not None and args.solver is not None:
+        others = [s for s in args.solver if s not in _PATH_SOLVERS]
+        if len(others) == len(args.solver):
+            parser.error(
+                "argument --restarts: applies to --solver penalty or relaxation, not to "
+                + ", ".join(others)
+            )
     if args.plot is not None:
         _check_plot_path(parser, Path(args.plot))
     for name, value in _DEFAULTS.items():
