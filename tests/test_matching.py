@@ -132,6 +132,23 @@ def test_inputs_on_numpy_and_integer_dtypes() -> None:
     assert _is_perm(r.perm, 10)
 
 
+def test_clustered_instances_are_shaped_like_taillards_b_family() -> None:
+    flows, distances = qaplib_like_instance(
+        60, "clustered", generator=torch.Generator().manual_seed(0)
+    )
+    for X in (flows, distances):
+        assert X.shape == (60, 60) and X.dtype == torch.float64
+        assert torch.equal(X, X.T) and (X.diagonal() == 0).all()
+        assert torch.equal(X, X.round()) and (X >= 0).all()
+    off = flows[~torch.eye(60, dtype=torch.bool)]
+    assert 0.6 < (off == 0).double().mean() < 0.8  # zero with high probability
+    nonzero = off[off > 0]
+    assert nonzero.max() > 1000 and nonzero.median() < 100  # heavy-tailed
+    assert 3000 < distances.max() < 7500
+    # Clustered: many pairs much closer than the square's scale.
+    assert (distances[~torch.eye(60, dtype=torch.bool)] < 700).double().mean() > 0.1
+
+
 # ---- QAPLIB format ----
 
 

@@ -162,8 +162,12 @@ def qaplib_like_instance(
 
     kind "grid" (like nug/had): Manhattan distances between the cells of a near-square grid
     and sparse symmetric integer flows in 0..9 (about 60% zero). kind "uniform" (like taiNNa):
-    symmetric integer flows and distances uniform in 0..99, zero diagonal. Minimise
-    `qap_objective(flows, distances, perm)`.
+    symmetric integer flows and distances uniform in 0..99, zero diagonal. kind "clustered"
+    (like Taillard's structured taiNNb): locations in about sqrt(n) / 1.5 clusters (centres
+    uniform on a 5000 x 5000 square, points uniform in discs of radius 500 around them), rounded
+    Euclidean distances (up to about 7000), and symmetric flows that are 0 with probability 0.7
+    and otherwise heavy-tailed, floor(10^(3.3 U)) for U uniform in [0, 1) (1 to 1995, half of
+    them below 45). Minimise `qap_objective(flows, distances, perm)`.
 
     Raises:
         ValueError: n < 2 or an unknown kind.
@@ -185,4 +189,25 @@ def qaplib_like_instance(
         return symmetric_ints(9, 0.6), distances
     if kind == "uniform":
         return symmetric_ints(99, 0.0), symmetric_ints(99, 0.0)
-    raise ValueError(f"kind must be 'grid' or 'uniform', got {kind!r}")
+    if kind == "clustered":
+        return _clustered_flows(n, generator), _clustered_distances(n, generator)
+    raise ValueError(f"kind must be 'grid', 'uniform' or 'clustered', got {kind!r}")
+
+
+def _clustered_distances(n: int, generator: torch.Generator | None) -> Tensor:
+    """Rounded Euclidean distances between n points in clusters (see `qaplib_like_instance`)."""
+    clusters = max(2, round(np.sqrt(n) / 1.5))
+    centres = 5000 * torch.rand(clusters, 2, generator=generator, dtype=torch.float64)
+    which = torch.randint(0, clusters, (n,), generator=generator)
+    radius = 500 * torch.rand(n, generator=generator, dtype=torch.float64).sqrt()
+    angle = 2 * np.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+    offsets = radius[:, None] * torch.stack([angle.cos(), angle.sin()], dim=1)
+    points = centres[which] + offsets
+    return torch.cdist(points, points).round().fill_diagonal_(0)
+
+
+def _clustered_flows(n: int, generator: torch.Generator | None) -> Tensor:
+    """Symmetric flows, 0 with probability 0.7, else floor(10^(3.3 U)); zero diagonal."""
+    heavy = torch.floor(10 ** (3.3 * torch.rand(n, n, generator=generator, dtype=torch.float64)))
+    flows = (heavy * (torch.rand(n, n, generator=generator) >= 0.7)).triu(1)
+    return flows + flows.T
