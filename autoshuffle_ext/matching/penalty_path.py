@@ -7,6 +7,11 @@ times the range of grad g at the start, so the iterate first follows the relaxat
 pulled to a nearby vertex; the path stops once every row and column holds an entry
 >= 1 - `vertex_tol`. With `penalty=False` the same loop is the plain relaxation.
 
+The path may stall off every vertex (e.g. a row split between two columns, rows that the
+objective cannot tell apart, or entries that underflowed to 0 in the multiplicative steps and
+can never grow back). lambda then keeps growing; once a step could overflow M's dtype the path
+stops at its last finite iterate and says so (`PathResult.degenerate`), rather than producing NaN.
+
 The objective is anything with `grad(M)` (and `value(M)` for the recorded history, and
 `curvature(D)` for Frank-Wolfe steps, i.e. a quadratic): the relaxations of `relaxations.py`,
 or the two-layer network's population loss.
@@ -14,6 +19,7 @@ or the two-layer network's population loss.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -80,13 +86,16 @@ class PathOptions:
 
 @dataclass
 class PathResult:
-    """The final M ([..., n, n]), iterations run, whether `solved` ended the path, and the
-    per-iteration history when recorded."""
+    """The final M ([..., n, n]), iterations run, whether `solved` ended the path, the
+    per-iteration history when recorded, and whether the path degenerated: its next step could
+    not be taken in M's dtype (lambda or the objective's gradient beyond its range), so M is
+    the last finite iterate, not a vertex."""
 
     M: Tensor
     iterations: int
     solved: bool = False
     history: dict[str, list[Tensor]] = field(default_factory=dict)
+    degenerate: bool = False
 
 
 def distance_to_vertex(M: Tensor) -> Tensor:
@@ -94,6 +103,22 @@ def distance_to_vertex(M: Tensor) -> Tensor:
     rows = 1 - M.amax(dim=-1).amin(dim=-1)
     cols = 1 - M.amax(dim=-2).amin(dim=-1)
     return torch.maximum(rows, cols)
+
+
+def _lambda_factor(options: PathOptions, ramp: int) -> float:
+    """lambda0 * growth^ramp, inf where that overflows a Python float."""
+    try:
+        return options.lambda0 * options.growth**ramp
+    except OverflowError:
+        return math.inf
+
+
+def _step_stays_finite(H: Tensor, eta: float) -> bool:
+    """Whether every step kind from H stays within H's dtype: |H| times eta and n^2 (the sums of a
+    Frank-Wolfe slope), with a margin of 4, is finite. One host synchronisation."""
+    n = H.shape[-1]
+    bound = float(H.abs().amax()) * max(eta, 1.0) * n * n * 4
+    return math.isfinite(bound) and bound < torch.finfo(H.dtype).max
 
 
 @torch.no_grad()
@@ -109,7 +134,9 @@ def penalty_path(
 
     With `record`, `history` holds per iteration the objective g(M), the penalty P(M) and
     lambda (each a tensor of M's batch shape), measured before the step. `solved(M)`, checked
-    after every step, ends the path early (e.g. on a certificate of optimality).
+    after every step, ends the path early (e.g. on a certificate of optimality). A step that
+    could overflow M's dtype ends it too, at the last finite M (`degenerate`); callers whose
+    objective has a large scale should divide it out first (the solvers scale A and B to 1).
     """
     opts = options
     M = M0.clone()
@@ -117,16 +144,19 @@ def penalty_path(
     # lambda's unit: half the range of grad g at the start, the range of grad P being [0, 2].
     unit = (G.amax(dim=(-2, -1)) - G.amin(dim=(-2, -1))) / 2
     history: dict[str, list[Tensor]] = {"objective": [], "penalty": [], "lambda": []}
-    iters, done = 0, False
+    iters, done, degenerate = 0, False, False
     for k in range(opts.max_iters):
         ramp = k - opts.warmup
-        lam = unit * (opts.lambda0 * opts.growth**ramp) if opts.penalty and ramp >= 0 else None
+        lam = unit * _lambda_factor(opts, ramp) if opts.penalty and ramp >= 0 else None
         if k > 0:
             G = objective.grad(M)
         if lam is not None:
             H = G + lam[..., None, None] * l1l2_penalty_grad(as_stack(M)).view_as(M)
         else:
             H = G
+        if not _step_stays_finite(H, opts.eta):
+            degenerate = True
+            break
         if record:
             history["objective"].append(objective.value(M))
             history["penalty"].append(l1l2_penalty(as_stack(M)).view(M.shape[:-2]))
@@ -152,4 +182,4 @@ def penalty_path(
             M = M_next
             if not opts.penalty and bool(moved <= opts.stall_tol):
                 break
-    return PathResult(M, iters, done, history if record else {})
+    return PathResult(M, iters, done, history if record else {}, degenerate)

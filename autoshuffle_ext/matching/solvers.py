@@ -4,7 +4,9 @@ Methods:
 
 * `penalty`: the penalty path (`penalty_path.py`) on the convex relaxation, rounded, then
   `faq_polish` (option `polish`); `restarts` starts from the barycenter and from random
-  points near it, all batched, and keeps the best.
+  points near it, all batched, and keeps the best. The path sees A and B scaled to magnitude
+  1; where it degenerates (diagnostics `degenerate`) its last finite iterate is rounded and
+  polished instead of a vertex.
 * `relaxation`: the same path without the penalty (the convex relaxation solved, then rounded):
   the baseline AutoShuffleNet argues against.
 * `faq`, `2opt`: `scipy.optimize.quadratic_assignment`, the reference a user would otherwise
@@ -107,6 +109,27 @@ def _certified(convex: QuadraticRelaxation) -> Callable[[Tensor], bool]:
     return solved
 
 
+def _unit_scaled(A: Tensor, B: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """A and B divided by their largest magnitude, per problem, as float32.
+
+    The relaxation then changes by a positive factor only: the indefinite one is bilinear in A
+    and B, so each gets its own divisor; the convex one, 1/2 ||A M + sigma M B||^2, mixes them,
+    so both get the larger one. The path's lambda is relative to grad g, so it follows the
+    same iterates, whatever the instance's magnitude, without overflowing float32.
+    """
+
+    def peak(X: Tensor) -> Tensor:
+        return X.abs().amax(dim=(-2, -1), keepdim=True)
+
+    scale_a, scale_b = peak(A), peak(B)
+    if kind == "convex":
+        scale_a = scale_b = torch.maximum(scale_a, scale_b)
+    one = torch.ones((), dtype=A.dtype, device=A.device)
+    scale_a = torch.where(scale_a > 0, scale_a, one)
+    scale_b = torch.where(scale_b > 0, scale_b, one)
+    return (A / scale_a).float(), (B / scale_b).float()
+
+
 def _path_solver(
     A: Tensor,
     B: Tensor,
@@ -140,12 +163,17 @@ def _path_solver(
     # Restarts ride along as a batch dimension right before the matrices.
     A_, B_ = A[..., None, :, :], B[..., None, :, :]
     # The path runs in float32 (half the time of float64 products, same iterates to rounding on
-    # the benchmarks); its certificate is checked again, and the polish runs, in float64.
-    Af, Bf = A_.float(), B_.float()
-    relaxed = QuadraticRelaxation(Af, Bf, maximize=maximize, kind=relaxation)
-    solved = _certified(QuadraticRelaxation(Af, Bf, maximize=maximize, kind="convex"))
+    # the benchmarks) on A and B scaled to magnitude 1; its certificate is checked again, the
+    # polish runs, and the objective is measured, in float64 on A and B themselves.
+    relaxed = QuadraticRelaxation(
+        *_unit_scaled(A_, B_, relaxation), maximize=maximize, kind=relaxation
+    )
+    convex32 = QuadraticRelaxation(
+        *_unit_scaled(A_, B_, "convex"), maximize=maximize, kind="convex"
+    )
     M0 = _start_points(A, restarts, spread, seed).float()
-    path = penalty_path(relaxed, M0, options, solved=solved)
+    # A degenerate path ends at its last finite iterate, which is rounded and polished as any.
+    path = penalty_path(relaxed, M0, options, solved=_certified(convex32))
     perm = round_to_perms(path.M)
     convex64 = QuadraticRelaxation(A_, B_, maximize=maximize, kind="convex")
     certified = path.solved and bool(_optimal(convex64, perm).any(dim=-1).all())
@@ -161,6 +189,7 @@ def _path_solver(
         "certified": certified,
         "restarts": restarts,
         "polish_steps": moves,
+        "degenerate": path.degenerate,
     }
     return perm, diagnostics
 
@@ -192,8 +221,10 @@ def solve(
 
     Args:
         A, B: [n, n] or [B, n, n] tensors or arrays (any real dtype), on A's device. The path
-            solvers run their path in float32, their certificate, polish and the objective in
-            float64; the assignments are solved on the host.
+            solvers run their path in float32 on A and B divided by their largest magnitude
+            (so the result does not depend on the instance's scale, and `eta` of the
+            `gradient` step is relative to magnitude 1), their certificate, polish and the
+            objective in float64 on A and B themselves; the assignments are solved on the host.
         method: one of `SOLVERS`.
         maximize: False for quadratic assignment (QAPLIB), True for graph matching, where the
             maximiser of f minimises ||A - P B P^T||_F^2.
@@ -204,7 +235,9 @@ def solve(
             `seed` and scipy's options.
 
     Returns:
-        MatchResult (perm on the inputs' device, exact objective, seconds, diagnostics).
+        MatchResult (perm on the inputs' device, exact objective, seconds, diagnostics; for the
+        path solvers `degenerate` says that the path stopped at its last finite iterate, short
+        of a vertex, which was then rounded and polished).
 
     Raises:
         TypeError / ValueError: A or B not square, of different shapes or devices, non-finite;
