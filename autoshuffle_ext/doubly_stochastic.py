@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .ops.channel_gather import is_permutation
 from .ops.penalty import check_square
 
 __all__ = [
@@ -173,16 +174,29 @@ def linear_assignment(weights: torch.Tensor, *, maximize: bool) -> torch.Tensor:
 def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
     """The permutation of maximum weight: perm[i] = column assigned to row i.
 
-    `M` [n, n] gives a [n] int64 tensor, [B, n, n] gives [B, n], on M's device (empty for an
-    empty M: n == 0 or B == 0). With perm, the gather `x[:, perm]` is what the mixing `M @ x`
-    becomes once M is a permutation matrix (`M[i, perm[i]] == 1`).
+    `M` [n, n] gives a [n] int64 tensor, [..., n, n] gives [..., n] (one per matrix), on M's
+    device (empty for an empty M). With perm, the gather `x[:, perm]` is what the mixing
+    `M @ x` becomes once M is a permutation matrix (`M[i, perm[i]] == 1`). Where every row's argmax already forms a
+    permutation that is the answer (no assignment beats every row's maximum), which spares the
+    assignment solve near a vertex.
 
     Raises:
-        TypeError / ValueError: M is not a floating [n, n] or [B, n, n] tensor, or holds NaN/inf.
+        TypeError: M is not a floating point tensor.
+        ValueError: M is not [..., n, n], or holds NaN or inf.
     """
-    check_square(M)
+    if not isinstance(M, torch.Tensor):
+        raise TypeError(f"M must be a torch.Tensor, got {type(M).__name__}")
+    if M.dim() < 2 or M.shape[-1] != M.shape[-2]:
+        raise ValueError(f"M must have shape [..., n, n], got {tuple(M.shape)}")
+    if not M.dtype.is_floating_point:
+        raise TypeError(f"M must be a floating point tensor, got {M.dtype}")
     if not bool(torch.isfinite(M).all()):
         raise ValueError("M must be finite to be rounded, got NaN or inf entries")
+    if M.numel() == 0:
+        return torch.empty(M.shape[:-1], dtype=torch.int64, device=M.device)
+    perm = M.argmax(dim=-1)
+    if bool(is_permutation(perm).all()):
+        return perm
     return linear_assignment(M, maximize=True)
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..doubly_stochastic import round_to_permutation
 from .relaxations import QuadraticRelaxation
-from .steps import frank_wolfe_step, round_to_perms
+from .steps import frank_wolfe_step
 
 __all__ = ["faq_polish"]
 
@@ -40,6 +41,6 @@ def faq_polish(
         M = M_next
         if bool((moved < tol).all()):
             break
-    candidate = round_to_perms(M)
+    candidate = round_to_permutation(M)
     better = exact.value(eye[candidate]) < value
     return torch.where(better[..., None], candidate, perm), steps

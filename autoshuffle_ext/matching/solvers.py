@@ -29,12 +29,13 @@ import torch
 from scipy.optimize import quadratic_assignment
 from torch import Tensor
 
+from ..doubly_stochastic import round_to_permutation
 from ..ops.channel_gather import is_permutation
 from .penalty_path import PathOptions, penalty_path
 from .polish import faq_polish
 from .problems import check_pair, qap_objective
 from .relaxations import QuadraticRelaxation
-from .steps import barycenter_starts, round_to_perms
+from .steps import barycenter_starts
 
 __all__ = ["SOLVERS", "MatchResult", "solve"]
 
@@ -174,7 +175,7 @@ def _path_solver(
     M0 = _start_points(A, restarts, spread, seed).float()
     # A degenerate path ends at its last finite iterate, which is rounded and polished as any.
     path = penalty_path(relaxed, M0, options, solved=_certified(convex32))
-    perm = round_to_perms(path.M)
+    perm = round_to_permutation(path.M)
     convex64 = QuadraticRelaxation(A_, B_, maximize=maximize, kind="convex")
     certified = path.solved and bool(_optimal(convex64, perm).any(dim=-1).all())
     exact = QuadraticRelaxation(A_, B_, maximize=maximize, kind="indefinite")

@@ -13,7 +13,7 @@
 
 All take and return M of shape [..., n, n] and keep its dtype and device: the solvers run them in
 float32 (`solvers.py`), the two-layer example in float64. `barycenter_starts` builds the points
-they start from; `round_to_perms` rounds where they end.
+they start from; `round_to_permutation` rounds where they end.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from torch import Tensor
 
 from ..doubly_stochastic import linear_assignment, project_doubly_stochastic_
 from ..kernels import as_stack
-from ..ops.channel_gather import is_permutation
 
 __all__ = [
     "assignment_vertices",
@@ -34,7 +33,6 @@ __all__ = [
     "gradient_step",
     "mirror_step",
     "projected_step",
-    "round_to_perms",
 ]
 
 
@@ -43,18 +41,6 @@ def _normalised(H: Tensor) -> Tensor:
     low = H.amin(dim=(-2, -1), keepdim=True)
     span = H.amax(dim=(-2, -1), keepdim=True) - low
     return (H - low) / span.clamp_min(torch.finfo(H.dtype).tiny)
-
-
-def round_to_perms(M: Tensor) -> Tensor:
-    """The maximum-weight permutations of M ([..., n, n] -> [..., n]).
-
-    Where the row-wise argmax is already a permutation it is the answer (no assignment can beat
-    every row's maximum), which spares the assignment solve near a vertex.
-    """
-    perm = M.argmax(dim=-1)
-    if bool(is_permutation(perm).all()):
-        return perm
-    return linear_assignment(M, maximize=True)
 
 
 def assignment_vertices(H: Tensor) -> Tensor:

@@ -29,10 +29,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..doubly_stochastic import round_to_permutation
 from ..kernels import as_stack
 from ..ops.penalty import l1l2_penalty
 from .penalty_path import PathOptions, PathResult, penalty_path
-from .steps import barycenter_starts, round_to_perms
+from .steps import barycenter_starts
 
 __all__ = [
     "TwoLayerProblem",
@@ -230,7 +231,7 @@ def solve_two_layer(
     M0 = M0.to(problem.W.dtype).expand(shape).contiguous()
     opts = PathOptions(penalty=penalty, **{**TWO_LAYER_DEFAULTS, **options})
     path = penalty_path(problem, M0, opts, record=record)
-    return round_to_perms(path.M), path
+    return round_to_permutation(path.M), path
 
 
 def compare_penalty_relaxation(
