@@ -176,9 +176,9 @@ def round_to_permutation(M: torch.Tensor) -> torch.Tensor:
 
     `M` [n, n] gives a [n] int64 tensor, [..., n, n] gives [..., n] (one per matrix), on M's
     device (empty for an empty M). With perm, the gather `x[:, perm]` is what the mixing
-    `M @ x` becomes once M is a permutation matrix (`M[i, perm[i]] == 1`). Where every row's argmax already forms a
-    permutation that is the answer (no assignment beats every row's maximum), which spares the
-    assignment solve near a vertex.
+    `M @ x` becomes once M is a permutation matrix (`M[i, perm[i]] == 1`). Where every row's
+    argmax already forms a permutation, that is the answer (no assignment beats every row's
+    maximum), which spares the assignment solve near a vertex.
 
     Raises:
         TypeError: M is not a floating point tensor.
