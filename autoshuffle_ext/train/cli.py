@@ -165,9 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--shuffle-init",
         default=d.shuffle_init,
         choices=INITS,
-        help="start of learned/sinkhorn matrices: shuffle (the fixed shuffle blended with "
-        "uniform), identity or random (a random permutation, likewise), uniform (no prior "
-        "permutation)",
+        help="start of learned/sinkhorn matrices: uniform (no prior permutation: the only start "
+        "that learns a permutation of its own, see bench/RESULTS.md), shuffle (the fixed shuffle "
+        "blended with uniform; the penalty then returns to it), identity or random (a random "
+        "permutation, likewise)",
     )
     shuffle.add_argument(
         "--shuffle-blend",

@@ -41,7 +41,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     penalty_weight: float = 0.5
-    shuffle_init: str = "shuffle"
+    shuffle_init: str = "uniform"
     shuffle_blend: float = 0.5
     penalty_schedule: str = "linear"
     penalty_start: float = 0.0
