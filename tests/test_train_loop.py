@@ -101,7 +101,10 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, shuffle):
 def test_channels_last_trains_the_same_model_in_the_other_layout(tmp_path):
     # One step: on this tiny problem the first steps are large (stem gradients ~40 at lr 0.02),
     # so later steps amplify the kernels' rounding differences, with the fixed shuffle too.
-    args = [*TINY, "--epochs", "1", "--limit-batches", "1"]
+    # Blend 0.5: from the default near-uniform start the first step pushes most entries of the
+    # small last-stage matrices across zero, where the projection's threshold turns last-bit
+    # differences of the two layouts into different supports.
+    args = [*TINY, "--epochs", "1", "--limit-batches", "1", "--shuffle-blend", "0.5"]
     assert main([*args, "--out", str(tmp_path / "nchw")]) == 0
     assert main([*args, "--channels-last", "--out", str(tmp_path / "nhwc")]) == 0
     a, b = _final_state(tmp_path / "nchw" / "learned"), _final_state(tmp_path / "nhwc" / "learned")

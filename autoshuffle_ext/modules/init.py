@@ -7,9 +7,12 @@ import torch
 from ..doubly_stochastic import permutation_matrix, project_doubly_stochastic_
 from ..ops.channel_gather import fixed_shuffle_perm
 
-__all__ = ["INITS", "initial_matrix"]
+__all__ = ["DEFAULT_BLEND", "INITS", "initial_matrix"]
 
 INITS = ("shuffle", "identity", "random", "uniform")
+# Weight of the uniform matrix in the permutation starts. A stronger prior (0.5, 0.9) is where the
+# penalty takes every matrix back to (bench/RESULTS.md, learned-shuffle study).
+DEFAULT_BLEND = 0.99
 
 
 def initial_matrix(
@@ -17,7 +20,7 @@ def initial_matrix(
     groups: int | None = None,
     init: str = "shuffle",
     *,
-    blend: float = 0.5,
+    blend: float = DEFAULT_BLEND,
     noise: float = 1e-2,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,

@@ -18,7 +18,7 @@ from ..doubly_stochastic import DEFAULT_SCALING_ITERS, project_doubly_stochastic
 from ..ops.mixing import shuffle_mix
 from ..ops.penalty import l1l2_penalty
 from .hard import check_channels
-from .init import initial_matrix
+from .init import DEFAULT_BLEND, initial_matrix
 from .soft import SoftShuffle
 
 __all__ = ["DEFAULT_PENALTY_WEIGHT", "LearnedShuffle"]
@@ -57,7 +57,7 @@ class LearnedShuffle(SoftShuffle):
         penalty_weight: float = DEFAULT_PENALTY_WEIGHT,
         *,
         projection_iters: int = DEFAULT_SCALING_ITERS,
-        blend: float = 0.5,
+        blend: float = DEFAULT_BLEND,
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:

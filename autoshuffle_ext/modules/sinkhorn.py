@@ -15,7 +15,7 @@ from torch import nn
 
 from ..ops.mixing import shuffle_mix
 from .hard import check_channels
-from .init import initial_matrix
+from .init import DEFAULT_BLEND, initial_matrix
 from .soft import SoftShuffle
 
 __all__ = ["SinkhornShuffle", "sinkhorn"]
@@ -56,7 +56,7 @@ class SinkhornShuffle(SoftShuffle):
         *,
         temperature: float = 1.0,
         iters: int = 10,
-        blend: float = 0.5,
+        blend: float = DEFAULT_BLEND,
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:

@@ -165,10 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shuffle-init",
         default=d.shuffle_init,
         choices=INITS,
-        help="start of learned/sinkhorn matrices: uniform (no prior permutation: the only start "
-        "that learns a permutation of its own, see bench/RESULTS.md), shuffle (the fixed shuffle "
-        "blended with uniform; the penalty then returns to it), identity or random (a random "
-        "permutation, likewise)",
+        help="start of learned/sinkhorn matrices: shuffle (the fixed shuffle blended with "
+        "uniform, see --shuffle-blend), identity or random (a random permutation, likewise), "
+        "uniform (no prior permutation; see bench/RESULTS.md for what each start gives)",
     )
     shuffle.add_argument(
         "--shuffle-blend",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..modules.init import DEFAULT_BLEND
+
 __all__ = ["RUNTIME_FIELDS", "TrainConfig"]
 
 # Fields that only say where and how fast a run goes: a resumed run may change them. Every other
@@ -41,8 +43,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
     penalty_weight: float = 0.5
-    shuffle_init: str = "uniform"
-    shuffle_blend: float = 0.5
+    shuffle_init: str = "shuffle"
+    shuffle_blend: float = DEFAULT_BLEND
     penalty_schedule: str = "linear"
     penalty_start: float = 0.0
     penalty_ramp: float = 0.5
