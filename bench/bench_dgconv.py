@@ -28,16 +28,12 @@ from torch import nn
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v1
+from bench.timing import benchmark_inference, sync
 from tests.test_dgconv import reference_dgconv2d
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 BUDGET = 1 / 3
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _use_reference(model: nn.Module) -> nn.Module:
@@ -74,7 +70,7 @@ def test_pointwise_layer_step(benchmark, variant, layer, device):
         module.zero_grad(set_to_none=True)
         x.grad = None
         module(x).backward(grad_y)
-        _sync(device)
+        sync(device)
 
     step()
     benchmark(step)
@@ -105,7 +101,7 @@ def test_train_step(benchmark, variant, layout, device):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        sync(device)
 
     step()  # allocate the optimizer state outside the timing
     benchmark(step)
@@ -157,10 +153,4 @@ def test_inference(benchmark, variant, batch, device):
     model = model.to(device).eval()
     x = torch.randn(batch, 3, 224, 224, device=device)
 
-    def infer():
-        with torch.inference_mode():
-            model(x)
-        _sync(device)
-
-    infer()
-    benchmark(infer)
+    benchmark_inference(benchmark, model, x)

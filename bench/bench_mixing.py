@@ -10,17 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from autoshuffle_ext.ops.mixing import empty_mix_output, mix_aten, shuffle_mix
+from bench.timing import sync
 from tests.references import reference_penalty, reference_shuffle_mix, to_layout
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 # (shape, groups of the channel shuffle it replaces): ShuffleNet v2 1x stages, v1 g=3, one image.
 SHAPES = [((64, 240, 16, 16), 2), ((32, 232, 14, 14), 2), ((1, 116, 28, 28), 2)]
 LAM = 0.1
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def _inputs(shape, layout, device, dtype=torch.float32):
@@ -62,7 +58,7 @@ def test_forward_backward(benchmark, impl, shape, groups, layout, device):
         else:
             y, p = IMPLS[impl](x, M)
             torch.autograd.backward((y, p), (dy, lam))
-        _sync(device)
+        sync(device)
 
     benchmark(step)
 

@@ -17,16 +17,12 @@ import torch.nn.functional as F
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import build_model
+from bench.timing import benchmark_inference, sync
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 TRAIN_MODELS = ["shufflenet_v1_g3", "shufflenet_v2_x1_0", "shufflenet_v1_g3_x0_5"]
 INFER_MODELS = ["shufflenet_v1_g3", "shufflenet_v2_x1_0"]
 LAM = 0.5
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
@@ -53,7 +49,7 @@ def test_train_step(benchmark, shuffle, name, batch, layout, device):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        _sync(device)
+        sync(device)
 
     step()  # allocate the optimizer state outside the timing
     benchmark(step)
@@ -86,10 +82,4 @@ def test_inference(benchmark, variant, name, batch, device):
     model = model.to(device).eval()
     x = torch.randn(batch, 3, 224, 224, device=device)
 
-    def infer():
-        with torch.inference_mode():
-            model(x)
-        _sync(device)
-
-    infer()
-    benchmark(infer)
+    benchmark_inference(benchmark, model, x)
