@@ -8,7 +8,11 @@ import abc
 
 import torch
 
-from ..doubly_stochastic import distance_to_permutation, round_to_permutation
+from ..doubly_stochastic import (
+    distance_to_permutation,
+    permutation_matrix,
+    round_to_permutation,
+)
 from ..ops.channel_gather import fixed_shuffle_perm
 from ..ops.penalty import l1l2_penalty
 from .hard import HardShuffle
@@ -82,6 +86,9 @@ class SoftShuffle(LearnedStructure):
             return {
                 "channels": self.num_channels,
                 "penalty": float(l1l2_penalty(matrix)),
-                "distance": float(distance_to_permutation(matrix)),
+                # From the perm already rounded: distance_to_permutation would round again.
+                "distance": float(
+                    torch.linalg.matrix_norm(matrix - permutation_matrix(perm, matrix.dtype))
+                ),
                 "moved": moved,
             }

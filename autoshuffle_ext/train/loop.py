@@ -141,11 +141,12 @@ def evaluate(
 def _shuffle_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
     """Every learned structure's report row, and P(M) and the distance to the rounded
     permutations summed over the soft shuffles (None without any)."""
-    shuffles = asx_modules.shuffle_report(model)
+    layers = asx_modules.structure_report(model)  # one rounding per shuffle, not two
+    names = {name for name, _ in asx_modules.structures(model, asx_modules.SoftShuffle)}
+    shuffles = [r for r in layers if r["name"] in names]
     if not shuffles:
-        return asx_modules.structure_report(model), None, None
-    penalty = sum(r["penalty"] for r in shuffles)
-    return asx_modules.structure_report(model), penalty, sum(r["distance"] for r in shuffles)
+        return layers, None, None
+    return layers, sum(r["penalty"] for r in shuffles), sum(r["distance"] for r in shuffles)
 
 
 class _Run:
