@@ -11,6 +11,7 @@ from .doubly_stochastic import (
 from .modules import (
     DGConv2d,
     FixedShuffle,
+    GroupBudget,
     HardShuffle,
     LearnedShuffle,
     LearnedStructure,
@@ -37,6 +38,7 @@ from .ops import (
 __all__ = [
     "DGConv2d",
     "FixedShuffle",
+    "GroupBudget",
     "HardShuffle",
     "LearnedShuffle",
     "LearnedStructure",

@@ -212,13 +212,15 @@ def test_a_file_system_error_while_training_is_one_line(tmp_path, monkeypatch, c
 
 def test_learned_groups_train_with_a_budget_and_are_reported(tmp_path):
     out = tmp_path / "run"
-    argv = [*TINY, "--groups", "learned", "--budget", "0.2", "--out", str(out)]
-    assert main(argv) == 0
+    argv = [*TINY, "--groups", "learned", "--budget", "0.2", "--budget-weight", "3"]
+    assert main([*argv, "--out", str(out)]) == 0
     report = (out / "learned" / "report.md").read_text()
     assert "| stages.0.0.expand.0 | DGConv2d |" in report
     result = json.loads((out / "learned" / "result.json").read_text())
     groups = [r["groups"] for r in result["layers"] if r["kind"] == "DGConv2d"]
     assert groups and all(g >= 1 for g in groups)
+    (budget,) = [r for r in result["layers"] if r["kind"] == "GroupBudget"]
+    assert budget["budget"] == 0.2 and budget["groups"] == groups
     frozen = torch.load(out / "learned" / "model_frozen.pt")
     buffers = ("running_mean", "running_var", "num_batches_tracked", "perm")
     params = sum(v.numel() for k, v in frozen.items() if not k.endswith(buffers))
@@ -230,6 +232,7 @@ def test_learned_groups_train_with_a_budget_and_are_reported(tmp_path):
     [
         (["--budget", "0.5"], "--budget applies to --groups learned only"),
         (["--groups", "learned", "--budget", "0"], "--budget must lie in (0, 1], got 0.0"),
+        (["--budget-weight", "-1"], "--budget-weight must be >= 0 and finite, got -1.0"),
     ],
 )
 def test_budget_flags_are_checked(capsys, argv, message):

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
         "--groups",
         choices=("fixed", "learned"),
         default="fixed",
-        help="learned: v1 pointwise convs as DGConv2d; also lists each one's group count",
+        help="learned: v1 pointwise convs as DGConv2d; also lists each one's group count and their "
+        "cost as a fraction of dense pointwise convs (the --budget that matches the fixed model)",
     )
     args = parser.parse_args(argv)
     side = input_resolution(args.stem)
@@ -36,8 +37,15 @@ def main(argv: list[str] | None = None) -> None:
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in args.models:
         try:
+            # A budget of 1 never binds; it gives the model its GroupBudget to read the cost from.
+            budget = 1.0 if args.groups == "learned" else None
             model = build_model(
-                name, args.num_classes, args.stem, shuffle="learned", pointwise=args.groups
+                name,
+                args.num_classes,
+                args.stem,
+                shuffle="learned",
+                pointwise=args.groups,
+                budget=budget,
             )
         except ValueError as error:
             parser.error(str(error))
@@ -48,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         groups = [m.num_groups() for _, m in structures(model, DGConv2d)]
         if groups:
+            cost = model.group_budget.report()["cost"]
             print(f"|   pointwise groups, in order | {' '.join(map(str, groups))} | | | |")
+            print(f"|   pointwise cost / dense (matching --budget) | {cost:.4f} | | | |")
 
 
 if __name__ == "__main__":

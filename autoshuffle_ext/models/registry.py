@@ -67,9 +67,12 @@ def build_model(
     shuffle_options: dict | None = None,
     pointwise: str = "fixed",
     pointwise_options: dict | None = None,
+    budget: float | None = None,
+    budget_weight: float | None = None,
 ) -> nn.Module:
     """The model called `name` (see `parse_model_name`) with the given head, stem and shuffle;
-    `pointwise="learned"` (v1 only) learns the group count of every pointwise conv.
+    `pointwise="learned"` (v1 only) learns the group count of every pointwise conv, within
+    `budget` (a fraction of their dense multiply-adds, shared by all; see `shufflenet_v1`).
 
     Raises:
         ValueError: unknown name, or arguments the model rejects.
@@ -85,6 +88,8 @@ def build_model(
             shuffle_options,
             pointwise=pointwise,
             pointwise_options=pointwise_options,
+            budget=budget,
+            budget_weight=budget_weight,
         )
     if pointwise != "fixed":
         raise ValueError(

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import DGConv2d, make_shuffle
+from ..modules import DGConv2d, GroupBudget, make_shuffle
 from .stem import check_model_args, make_stem
 
 __all__ = [
@@ -130,11 +130,20 @@ class ShuffleNetV1(nn.Module):
         stage_repeats: tuple[int, ...] = V1_STAGE_REPEATS,
         pointwise: str = "fixed",
         pointwise_options: dict | None = None,
+        budget: float | None = None,
+        budget_weight: float | None = None,
     ) -> None:
         super().__init__()
         check_model_args(shuffle, num_classes)
         if pointwise not in POINTWISE_KINDS:
             raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {pointwise!r}")
+        if budget is not None and pointwise != "learned":
+            raise ValueError(f"budget needs pointwise='learned', got pointwise={pointwise!r}")
+        if budget is not None and (pointwise_options or {}).get("budget") is not None:
+            raise ValueError(
+                "give either budget (the model's) or pointwise_options['budget'] (each "
+                "layer's), not both"
+            )
         self.stem = make_stem(stem_channels, stem)
         stages = []
         channels = stem_channels
@@ -160,10 +169,32 @@ class ShuffleNetV1(nn.Module):
             stages.append(nn.Sequential(*units))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(channels, num_classes)
+        if budget is not None:
+            layers, weights = pointwise_costs(self.stages)
+            options = {} if budget_weight is None else {"penalty_weight": budget_weight}
+            self.group_budget = GroupBudget(layers, weights, budget, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
         return self.fc(x.mean(dim=(2, 3)))
+
+
+def pointwise_costs(stages: nn.Sequential) -> tuple[list[DGConv2d], list[float]]:
+    """The learned pointwise convs of `stages`, in order, and the dense multiply-adds of each
+    relative to one pixel of stage 2's input: in * out * area, where the area is 1 for stage 2's
+    input resolution and a quarter per stride-2 unit before the conv (a unit's first conv runs
+    before its stride, its second after)."""
+    layers, weights = [], []
+    area = 1.0
+    for stage in stages:
+        for unit in stage:
+            first, second = unit.compress[0], unit.expand[0]
+            after = area / 4 if unit.stride == 2 else area
+            for conv, at in ((first, area), (second, after)):
+                layers.append(conv)
+                weights.append(conv.in_channels * conv.out_channels * at)
+            area = after
+    return layers, weights
 
 
 def v1_channels(groups: int, width_mult: float) -> tuple[int, tuple[int, int, int]]:
@@ -193,6 +224,8 @@ def shufflenet_v1(
     shuffle_options: dict | None = None,
     pointwise: str = "fixed",
     pointwise_options: dict | None = None,
+    budget: float | None = None,
+    budget_weight: float | None = None,
 ) -> ShuffleNetV1:
     """ShuffleNet v1 with `groups` in {1, 2, 3, 4, 8} ("ShuffleNet s x" for width_mult = s).
 
@@ -207,7 +240,13 @@ def shufflenet_v1(
             conv of the units a `DGConv2d` that learns its group count, started on the fixed
             model's (`groups`, and 1 for stage 2's first conv).
         pointwise_options: keyword arguments of `DGConv2d` with "learned", e.g.
-            `{"budget": 1 / 3, "penalty_weight": 1.0}`.
+            `{"gate_init": 0.5}` (or `{"budget": 1 / 3}`: the same budget for every layer).
+        budget: with "learned", one budget for all the pointwise convs together (`GroupBudget`,
+            the model's `group_budget`): the fraction in (0, 1] of their dense multiply-adds the
+            model may keep, shared so that layers can trade group counts. The model starts on
+            the fixed model's groups, so its `group_budget.cost_fraction()` at the start is the
+            fixed model's cost: the budget that matches it.
+        budget_weight: lambda of that budget term (default `DGConv2d`'s).
 
     Raises:
         ValueError: unsupported groups, width_mult, stem, shuffle, pointwise or num_classes, or
@@ -224,4 +263,6 @@ def shufflenet_v1(
         shuffle_options,
         pointwise=pointwise,
         pointwise_options=pointwise_options,
+        budget=budget,
+        budget_weight=budget_weight,
     )

@@ -7,6 +7,7 @@ from .convert import ShuffleConversionError, convert_shuffles
 from .dgconv import DGConv2d
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .freeze import freeze, shuffle_report, structure_report
+from .group_budget import GroupBudget
 from .hard import FixedShuffle, HardShuffle
 from .init import initial_matrix
 from .learned import DEFAULT_PENALTY_WEIGHT, LearnedShuffle
@@ -19,6 +20,7 @@ __all__ = [
     "SHUFFLE_KINDS",
     "DGConv2d",
     "FixedShuffle",
+    "GroupBudget",
     "HardShuffle",
     "LearnedShuffle",
     "LearnedStructure",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -69,8 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget",
         type=float,
         default=None,
-        help="with --groups learned: cost (params and multiply-adds) each pointwise conv may keep, "
-        "as a fraction of its dense conv; a hinge penalty above it (default: none)",
+        help="with --groups learned: the multiply-adds the pointwise convs may keep together, as "
+        "a fraction of their dense cost; a hinge penalty above it (default: none). The start "
+        "(the model name's groups) costs what `python -m autoshuffle_ext.models --groups learned` "
+        "lists as the budget that matches the fixed model",
+    )
+    what.add_argument(
+        "--budget-weight",
+        type=float,
+        default=d.budget_weight,
+        help="lambda of the --budget term (its hinge on the cost fraction)",
     )
     what.add_argument(
         "--compare",
@@ -261,6 +270,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--budget must lie in (0, 1], got {args.budget}")
     if args.budget is not None and args.groups != "learned":
         problems.append("--budget applies to --groups learned only")
+    if not 0 <= args.budget_weight < math.inf:
+        problems.append(f"--budget-weight must be >= 0 and finite, got {args.budget_weight}")
     if not 0 <= args.shuffle_blend <= 1:
         problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
     if args.projection_iters < 0 or args.workers < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..modules.dgconv import DEFAULT_BUDGET_WEIGHT
 from ..modules.init import DEFAULT_BLEND
 
 __all__ = ["RUNTIME_FIELDS", "TrainConfig"]
@@ -29,6 +30,7 @@ class TrainConfig:
     shuffle: str = "learned"
     groups: str = "fixed"
     budget: float | None = None
+    budget_weight: float = DEFAULT_BUDGET_WEIGHT
     dataset: str = "digits"
     data_dir: str | None = None
     stem: str | None = None

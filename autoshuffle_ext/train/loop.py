@@ -201,7 +201,6 @@ class _Run:
             }
         elif config.shuffle != "random":
             options = None
-        pointwise_options = None if config.budget is None else {"budget": config.budget}
         try:
             return build_model(
                 config.model,
@@ -210,7 +209,8 @@ class _Run:
                 config.shuffle,
                 options,
                 pointwise=config.groups,
-                pointwise_options=pointwise_options,
+                budget=config.budget,
+                budget_weight=config.budget_weight,
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
