@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules import DGConv2d, GroupBudget, make_shuffle
+from .fold_v1 import fold_unit_permutations_
 from .stem import check_model_args, make_stem
 
 __all__ = [
@@ -107,6 +108,10 @@ class ShuffleNetV1Unit(nn.Module):
             pointwise_conv(bottleneck, branch_out, groups, pointwise, pointwise_options),
             nn.BatchNorm2d(branch_out),
         )
+
+    def fold_frozen_(self) -> None:
+        """Called by `freeze`: merges the frozen unit's gathers (`fold_unit_permutations_`)."""
+        fold_unit_permutations_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.expand(self.depthwise(self.shuffle(self.compress(x))))

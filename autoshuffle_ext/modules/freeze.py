@@ -19,10 +19,12 @@ def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Replaces every `LearnedStructure` of `model` by its `to_inference()` module (a learned
     shuffle: the `HardShuffle` its matrix rounds to, by a maximum-weight assignment).
 
-    When every relaxed structure sits on its constraint (every M a permutation matrix) the frozen
-    model computes exactly what the trained one did. Returns a frozen copy, or `model` itself with
-    `inplace=True`; the original keeps training. A bare structure returns its inference module
-    (a new module either way; `inplace` changes nothing there).
+    Then every module that defines `fold_frozen_()` (e.g. a ShuffleNet v1 unit, which merges its
+    gathers) gets it called, innermost first. When every relaxed structure sits on its constraint
+    (every M a permutation matrix) the frozen model computes exactly what the trained one did.
+    Returns a frozen copy, or `model` itself with `inplace=True`; the original keeps training.
+    A bare structure returns its inference module (a new module either way; `inplace` changes
+    nothing there).
     """
     if isinstance(model, LearnedStructure):
         return model.to_inference()
@@ -34,6 +36,10 @@ def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         parent_name, _, child = name.rpartition(".")
         setattr(target.get_submodule(parent_name), child, module.to_inference())
         replaced.append(name)
+    for module in reversed(list(target.modules())):
+        fold = getattr(module, "fold_frozen_", None)
+        if callable(fold):
+            fold()
     return target
 
 
