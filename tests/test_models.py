@@ -290,5 +290,6 @@ def test_learned_groups_start_at_the_fixed_models_cost_and_are_listed(capsys):
     models_main(["shufflenet_v1_g3_x0_5", "--stem", "cifar", "--groups", "learned"])
     out = capsys.readouterr().out
     assert "pointwise groups, in order | 1 3 3 3" in out
+    assert "pointwise cost / dense (matching --budget) | 0.3416 |" in out
     with pytest.raises(ValueError, match="built for ShuffleNet v1"):
         build_model("shufflenet_v2_x0_5", pointwise="learned")
