@@ -27,6 +27,7 @@ from .modules import (
     structures,
 )
 from .ops import (
+    cat_gather,
     channel_gather,
     fixed_shuffle_perm,
     inverse_permutation,
@@ -45,6 +46,7 @@ __all__ = [
     "SinkhornShuffle",
     "SoftShuffle",
     "attach_projection",
+    "cat_gather",
     "channel_gather",
     "convert_shuffles",
     "distance_to_permutation",

@@ -1,5 +1,5 @@
-// Autograd of channel_gather in C++: the gradient of a gather by perm is the gather by perm's
-// inverse. perm must be a permutation (the op's contract; the CPU kernel checks it, on CUDA the
+// Autograd of channel_gather and cat_gather in C++: the gradient of a gather by perm is the
+// gather by perm's inverse (for cat_gather, split back into a's and b's channels). perm must be a permutation (the op's contract; the CPU kernel checks it, on CUDA the
 // caller guarantees it): a repeated entry would need a scatter-add, not a gather. Kept out of
 // Python because a Python autograd kernel costs ~4 us on every call, more than the whole op on
 // small activations.
@@ -47,10 +47,49 @@ at::Tensor channel_gather_autograd(const at::Tensor& x, const at::Tensor& perm) 
   return ChannelGather::apply(x, perm);
 }
 
+using CatGatherFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&);
+
+at::Tensor cat_gather_below_autograd(const at::Tensor& a, const at::Tensor& b,
+                                     const at::Tensor& perm) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("autoshuffle_ext::cat_gather", "")
+                             .typed<CatGatherFn>();
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(a, b, perm);
+}
+
+class CatGather : public torch::autograd::Function<CatGather> {
+ public:
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
+                            const at::Tensor& b, const at::Tensor& perm) {
+    ctx->save_for_backward({perm});
+    ctx->saved_data["a_channels"] = a.size(1);
+    return cat_gather_below_autograd(a, b, perm);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const at::Tensor perm = ctx->get_saved_variables()[0];
+    const int64_t a_channels = ctx->saved_data["a_channels"].toInt();
+    // The concatenation's gradient, then a's and b's channels of it as views.
+    const at::Tensor grad = gather_op().call(grads[0], at::argsort(perm));
+    return {grad.narrow(1, 0, a_channels),
+            grad.narrow(1, a_channels, grad.size(1) - a_channels), at::Tensor()};
+  }
+};
+
+at::Tensor cat_gather_autograd(const at::Tensor& a, const at::Tensor& b, const at::Tensor& perm) {
+  if (!at::GradMode::is_enabled() || !(a.requires_grad() || b.requires_grad())) {
+    return cat_gather_below_autograd(a, b, perm);
+  }
+  return CatGather::apply(a, b, perm);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(autoshuffle_ext, Autograd, m) {
   m.impl("channel_gather", &channel_gather_autograd);
+  m.impl("cat_gather", &cat_gather_autograd);
 }
 
 }  // namespace autoshuffle_ext

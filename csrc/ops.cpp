@@ -10,4 +10,7 @@ TORCH_LIBRARY(autoshuffle_ext, m) {
   // Writes into `out` and returns nothing: PT2 functionalises a custom op's mutation only when its
   // outputs carry no alias annotation (a `-> Tensor(a!)` return breaks torch.compile).
   m.def("channel_gather.out(Tensor x, Tensor perm, *, Tensor(a!) out) -> ()", tags);
+  // out[:, c, ...] = cat([a, b], 1)[:, perm[c], ...] in one pass (ShuffleNet v2's concat and
+  // shuffle); the output takes the memory format a and b share, contiguous when they differ.
+  m.def("cat_gather(Tensor a, Tensor b, Tensor perm) -> Tensor", tags);
 }

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["reference_channel_gather", "reference_penalty", "reference_shuffle_mix", "to_layout"]
+__all__ = [
+    "reference_cat_gather",
+    "reference_channel_gather",
+    "reference_penalty",
+    "reference_shuffle_mix",
+    "to_layout",
+]
 
 
 def reference_channel_gather(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """out[:, c] = x[:, perm[c]] by plain indexing."""
     return x[:, perm]
+
+
+def reference_cat_gather(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """out[:, c] = cat([a, b], 1)[:, perm[c]]: the concat, then plain indexing."""
+    return torch.cat([a, b], 1)[:, perm]
 
 
 def reference_penalty(M: torch.Tensor) -> torch.Tensor:

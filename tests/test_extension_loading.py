@@ -70,6 +70,26 @@ _WITHOUT_C = textwrap.dedent(
         assert "perm entries must lie in [0, 6)" in str(e)
     else:
         raise AssertionError("an out-of-range entry was accepted")
+
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 12, 5, 4, generator=g).contiguous(memory_format=fmt)
+        b = torch.randn(3, 6, 5, 4, generator=g).contiguous(memory_format=fmt)
+        perm = torch.randperm(12, generator=g)
+        y = asx.cat_gather(x[:, 6:], b, perm)
+        assert torch.equal(y, torch.cat([x[:, 6:], b], 1)[:, perm])
+        assert y.is_contiguous(memory_format=fmt)
+    a = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    perm = torch.randperm(6, generator=g)
+    assert torch.autograd.gradcheck(lambda s, t: asx.cat_gather(s, t, perm), (a, b))
+    try:
+        asx.cat_gather(a, b, torch.tensor([0, 1, 2, 3, 4, 6]), validate=False)
+    except IndexError as e:
+        assert "perm entries must lie in [0, 6)" in str(e)
+    else:
+        raise AssertionError("an out-of-range entry was accepted")
+    model = asx.models.shufflenet_v2(0.5, num_classes=3, stem="cifar", shuffle="random").eval()
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 3)
     print("fallback ok")
     """
 )
