@@ -1,4 +1,4 @@
-"""Tests of `cat_gather` (torch.ops.autoshuffle_ext.cat_gather).
+"""Tests of `cat_gather` (torch.ops.autoshuffle_ext.cat_gather) and of its use in ShuffleNet v2.
 
 The reference is the concat, then plain indexing, `torch.cat([a, b], 1)[:, perm]`; results must
 match it exactly (`torch.equal`) on fresh random inputs.
@@ -6,6 +6,7 @@ match it exactly (`torch.equal`) on fresh random inputs.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -17,8 +18,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import autoshuffle_ext as asx
+from autoshuffle_ext.models import shufflenet_v2
 from autoshuffle_ext.ops.channel_gather import inverse_permutation
 from tests.references import reference_cat_gather
 
@@ -407,3 +410,92 @@ def test_narrower_cpu_paths(capability):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+# ShuffleNet v2: exact shuffles (fixed, frozen learned, random) concat and shuffle in one op.
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ops that reach the dispatcher's Python mode, by overload name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def _old_path(shuffle, a, b):
+    # What a unit did before cat_shuffle: the concat, then the shuffle module.
+    return shuffle(torch.cat((a, b), dim=1))
+
+
+def _frozen_v2(shuffle: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = shufflenet_v2(0.5, num_classes=10, stem="cifar", shuffle=shuffle)
+    if shuffle == "learned":
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for _, module in asx.structures(model, asx.LearnedShuffle):
+                perm = torch.randperm(module.num_channels, generator=g)
+                module.weight.copy_(asx.permutation_matrix(perm))
+        model = asx.freeze(model)
+    return model
+
+
+@pytest.mark.parametrize("shuffle", ["fixed", "learned", "random"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_v2_units_use_the_op_and_match_the_old_path(shuffle, layout, monkeypatch):
+    # The module, not the function of the same name that autoshuffle_ext.models exports.
+    v2 = importlib.import_module("autoshuffle_ext.models.shufflenet_v2")
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    model = _frozen_v2(shuffle).to(memory_format=fmt)
+    units = [m for m in model.modules() if isinstance(m, v2.ShuffleNetV2Unit)]
+    kind = asx.FixedShuffle if shuffle == "fixed" else asx.HardShuffle
+    assert units and all(isinstance(u.shuffle, kind) for u in units)
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=fmt)
+    for mode in ("eval", "train"):
+        getattr(model, mode)()
+        with _OpCounter() as counter:
+            y = model(x)
+        assert counter.counts.get("autoshuffle_ext.cat_gather.default") == len(units)
+        assert "aten.cat.default" not in counter.counts
+        assert "autoshuffle_ext.channel_gather.default" not in counter.counts
+        grads = torch.autograd.grad(y.square().sum(), list(model.parameters()))
+        with monkeypatch.context() as m:
+            m.setattr(v2, "cat_shuffle", _old_path)
+            y_old = model(x)
+            grads_old = torch.autograd.grad(y_old.square().sum(), list(model.parameters()))
+        assert torch.equal(y, y_old)
+        assert all(torch.equal(g, h) for g, h in zip(grads, grads_old, strict=True))
+
+
+@pytest.mark.parametrize("shuffle", ["learned", "sinkhorn", "none"])
+def test_v2_soft_and_no_shuffle_keep_the_concat(shuffle):
+    model = shufflenet_v2(0.5, num_classes=10, stem="cifar", shuffle=shuffle)
+    with _OpCounter() as counter:
+        model(torch.randn(2, 3, 32, 32))
+    assert "autoshuffle_ext.cat_gather.default" not in counter.counts
+    assert counter.counts["aten.cat.default"] >= 16
+
+
+def test_forward_cat_checks_the_channel_count():
+    for module in (asx.HardShuffle(torch.randperm(6)), asx.FixedShuffle(6, 2)):
+        a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+        assert torch.equal(module.forward_cat(a, b), module(torch.cat([a, b], 1)))
+        with pytest.raises(
+            ValueError,
+            match=r"inputs a and b must have shapes \[N, Ca, \.\.\.\] and \[N, Cb, \.\.\.\] with "
+            r"Ca \+ Cb = 6, got \(2, 3, 4, 4\) and \(2, 4, 4, 4\)",
+        ):
+            module.forward_cat(a, torch.randn(2, 4, 4, 4))
+
+
+def test_fixed_shuffle_state_dict_is_unchanged():
+    # The perm FixedShuffle keeps for forward_cat is not persistent: checkpoints stay as they were.
+    module = asx.FixedShuffle(12, 3)
+    assert module.state_dict() == {}
+    assert torch.equal(module.perm, asx.fixed_shuffle_perm(12, 3))

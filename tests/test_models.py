@@ -190,12 +190,12 @@ def test_frozen_model_exports_with_its_gathers():
     frozen = asx.freeze(model).eval()
     x = torch.randn(2, 3, 32, 32)
     program = torch.export.export(frozen, (x,))
-    gathers = [
-        node
-        for node in program.graph.nodes
-        if node.target is torch.ops.autoshuffle_ext.channel_gather.default
-    ]
-    assert len(gathers) == sum(isinstance(m, asx.HardShuffle) for m in frozen.modules()) > 0
+    # Every v2 unit concatenates and shuffles in one cat_gather (no separate cat, no gather).
+    targets = [node.target for node in program.graph.nodes if node.op == "call_function"]
+    gathers = targets.count(torch.ops.autoshuffle_ext.cat_gather.default)
+    assert gathers == sum(isinstance(m, asx.HardShuffle) for m in frozen.modules()) > 0
+    assert torch.ops.autoshuffle_ext.channel_gather.default not in targets
+    assert torch.ops.aten.cat.default not in targets
     torch.testing.assert_close(program.module()(x), frozen(x), atol=0, rtol=0)
 
 

@@ -2,7 +2,8 @@
 
 The layout is torchvision's `shufflenet_v2_x*` exactly (stage repeats 4, 8, 4; bias-free convs,
 BatchNorm after each; fc with bias), so the fixed-shuffle ImageNet models have torchvision's
-parameter counts. The shuffle after the concat of the two branches is the one made learnable.
+parameter counts. The shuffle after the concat of the two branches is the one made learnable;
+where it is an exact permutation (fixed, or frozen) the concat and the shuffle are one pass.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..modules import make_shuffle
+from ..modules import cat_shuffle, make_shuffle
 from .stem import check_model_args, make_stem
 
 __all__ = ["V2_STAGE_CHANNELS", "ShuffleNetV2", "ShuffleNetV2Unit", "shufflenet_v2"]
@@ -35,7 +36,9 @@ def _pointwise_bn_relu(inp: int, out: int) -> list[nn.Module]:
 
 class ShuffleNetV2Unit(nn.Module):
     """One ShuffleNet v2 unit: split (stride 1) or duplicate (stride 2), two branches, concat,
-    then the channel shuffle over the `out_channels` concatenated channels (2 groups)."""
+    then the channel shuffle over the `out_channels` concatenated channels (2 groups). The concat
+    and the shuffle go through `cat_shuffle`: one `cat_gather` when the shuffle is an exact
+    permutation."""
 
     def __init__(
         self,
@@ -76,10 +79,8 @@ class ShuffleNetV2Unit(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
             x1, x2 = x.chunk(2, dim=1)
-            out = torch.cat((x1, self.branch2(x2)), dim=1)
-        else:
-            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
-        return self.shuffle(out)
+            return cat_shuffle(self.shuffle, x1, self.branch2(x2))
+        return cat_shuffle(self.shuffle, self.branch1(x), self.branch2(x))
 
 
 class ShuffleNetV2(nn.Module):

@@ -2,6 +2,7 @@
 (AutoShuffleNet), relaxed (Sinkhorn), fixed, exact; learned group counts (DGConv); the
 whole-model helpers."""
 
+from .cat_shuffle import cat_shuffle
 from .collect import attach_projection, learned_matrices, penalty, structures
 from .convert import ShuffleConversionError, convert_shuffles
 from .dgconv import DGConv2d
@@ -28,6 +29,7 @@ __all__ = [
     "SinkhornShuffle",
     "SoftShuffle",
     "attach_projection",
+    "cat_shuffle",
     "convert_shuffles",
     "freeze",
     "initial_matrix",
