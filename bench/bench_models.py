@@ -3,9 +3,12 @@ inference latency of the frozen AutoShuffleNet next to the fixed-shuffle model.
 
 Training step = forward, cross-entropy + lambda * penalty, backward, SGD step with the projection
 hook (what `autoshuffle-train` does per batch), on CIFAR-sized inputs. Inference = eval mode,
-no grad, ImageNet 224x224 inputs at batch 1 and 32; the frozen model's shuffles are exact gathers
-of random permutations (what training typically rounds to), the fixed model's are
-`F.channel_shuffle`. Targets: frozen / fixed <= 1.0; learned step <= 1.35x fixed.
+no grad, ImageNet 224x224 inputs at batch 1 and 32, NCHW and channels_last; the frozen model's
+shuffles are exact gathers of random permutations (what training typically rounds to), the fixed
+model's ShuffleNet's own; "none" has no shuffle at all (v2: the concat alone), the floor of what
+a shuffle can cost. ShuffleNet v2's fixed and frozen units concat and shuffle in one
+`cat_gather`. Targets: frozen / fixed <= 1.0; frozen / none <= 1.01 (v2); learned step <= 1.35x
+fixed.
 
 Run: `python -m pytest bench/bench_models.py --benchmark-only` (groups put the variants of one
 model side by side; `--benchmark-json` for the ratios).
@@ -68,18 +71,20 @@ def _frozen_learned(name: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("batch", [1, 32])
 @pytest.mark.parametrize("name", INFER_MODELS)
-@pytest.mark.parametrize("variant", ["fixed", "frozen_learned"])
-def test_inference(benchmark, variant, name, batch, device):
-    benchmark.group = f"inference {name} 224x224 batch {batch} {device}"
-    if variant == "fixed":
-        torch.manual_seed(0)
-        model = build_model(name, shuffle="fixed")
-    else:
+@pytest.mark.parametrize("variant", ["fixed", "none", "frozen_learned"])
+def test_inference(benchmark, variant, name, batch, layout, device):
+    benchmark.group = f"inference {name} 224x224 batch {batch} {layout} {device}"
+    if variant == "frozen_learned":
         model = _frozen_learned(name)
         assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
-    model = model.to(device).eval()
-    x = torch.randn(batch, 3, 224, 224, device=device)
+    else:
+        torch.manual_seed(0)
+        model = build_model(name, shuffle=variant)
+    fmt = LAYOUTS[layout]
+    model = model.to(device, memory_format=fmt).eval()
+    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=fmt)
 
     benchmark_inference(benchmark, model, x)
