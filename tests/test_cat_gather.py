@@ -77,10 +77,17 @@ def make_input(shape, dtype: torch.dtype, layout: str, generator: torch.Generato
 
 
 def dense_format(t: torch.Tensor) -> torch.memory_format | None:
-    """The format t is dense in (contiguous first), or None; derived without the op's code."""
+    """The format t is dense in (contiguous first), or None; derived without the op's code. An
+    empty tensor is dense in every format: its strides say which it was made in."""
+    fmt = channels_last_format(t.dim())
+    if t.numel() == 0:
+        made_in = [f for f in (torch.contiguous_format, fmt) if f is not None]
+        return next(
+            (f for f in made_in if t.stride() == torch.empty(t.shape, memory_format=f).stride()),
+            torch.contiguous_format,
+        )
     if t.is_contiguous():
         return torch.contiguous_format
-    fmt = channels_last_format(t.dim())
     if fmt is not None and t.is_contiguous(memory_format=fmt):
         return fmt
     return None
@@ -165,6 +172,24 @@ def test_channels_last_register_boundaries(ca, dtype):
             perm = torch.randperm(ca + cb, generator=g)
             y = OP.default(a, b, perm)
             assert torch.equal(y, reference_cat_gather(a, b, perm)), (ca, cb, pixels)
+
+
+@pytest.mark.parametrize("ca", [1, 7, 8, 9, 58, 116, 232])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int32, torch.float64])
+def test_channels_last_fixed_shuffle(ca, dtype):
+    # ShuffleNet's own shuffle of two equal halves interleaves a and b: 4-byte elements zip
+    # (8 channels at a time, then a scalar tail), with and without a split input.
+    g = torch.Generator().manual_seed(ca)
+    perm = asx.fixed_shuffle_perm(2 * ca, 2)
+    for pixels in (1, 5):
+        a = make_input((2, ca, pixels, 3), dtype, "chunk_cl", g)
+        b = make_input((2, ca, pixels, 3), dtype, "channels_last", g)
+        y = OP.default(a, b, perm)
+        assert torch.equal(y, reference_cat_gather(a, b, perm))
+        assert torch.equal(y, torch.nn.functional.channel_shuffle(torch.cat([a, b], 1), 2))
+    # Equal halves in another order are a permutation like any other.
+    swapped = torch.cat([perm[1:2], perm[:1], perm[2:]])
+    assert torch.equal(OP.default(a, b, swapped), reference_cat_gather(a, b, swapped))
 
 
 @pytest.mark.parametrize(
@@ -388,12 +413,15 @@ _ISA_CHECK = textwrap.dedent(
     dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.complex128]
     for dtype in dtypes:
         for ca, cb, hw in [(58, 58, (3, 5)), (116, 116, (3, 3)), (1, 7, (2, 2)), (33, 17, (1, 9))]:
-            for fmt in (torch.contiguous_format, torch.channels_last):
+            for fmt, fixed in [(torch.contiguous_format, False), (torch.channels_last, False),
+                               (torch.channels_last, ca == cb)]:
                 x = torch.randn(2, 2 * ca, *hw, generator=g).to(dtype).contiguous(
                     memory_format=fmt)
                 b = torch.randn(2, cb, *hw, generator=g).to(dtype).contiguous(memory_format=fmt)
                 a = x[:, ca:]
                 perm = torch.randperm(ca + cb, generator=g)
+                if fixed:
+                    perm = autoshuffle_ext.fixed_shuffle_perm(ca + cb, 2)
                 assert torch.equal(op(a, b, perm), torch.cat([a, b], 1)[:, perm]), (dtype, ca)
     print("ok", torch.backends.cpu.get_cpu_capability())
     """
