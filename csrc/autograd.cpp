@@ -63,18 +63,19 @@ class CatGather : public torch::autograd::Function<CatGather> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
                             const at::Tensor& b, const at::Tensor& perm) {
     ctx->save_for_backward({perm});
-    ctx->saved_data["a_channels"] = a.size(1);
+    // sym_size, not size: size() on a traced tensor would pin its symbolic batch to a number.
+    ctx->saved_data["a_channels"] = a.sym_size(1);
     return cat_gather_below_autograd(a, b, perm);
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const at::Tensor perm = ctx->get_saved_variables()[0];
-    const int64_t a_channels = ctx->saved_data["a_channels"].toInt();
+    const c10::SymInt a_channels = ctx->saved_data["a_channels"].toSymInt();
     // The concatenation's gradient, then a's and b's channels of it as views.
     const at::Tensor grad = gather_op().call(grads[0], at::argsort(perm));
-    return {grad.narrow(1, 0, a_channels),
-            grad.narrow(1, a_channels, grad.size(1) - a_channels), at::Tensor()};
+    return {grad.narrow_symint(1, 0, a_channels),
+            grad.narrow_symint(1, a_channels, grad.sym_size(1) - a_channels), at::Tensor()};
   }
 };
 
