@@ -170,7 +170,8 @@ def test_random_shuffle_is_seeded_saved_and_different_per_seed(tmp_path):
             assert torch.equal(perm.sort().values, torch.arange(perm.numel()))
         frozen = torch.load(out / "random" / f"seed{seed}" / "model_frozen.pt")
         for key, perm in perms[seed].items():
-            assert torch.equal(frozen[key], perm)
+            # freeze folds a v1 unit's shuffle into one gather after the depthwise conv
+            assert torch.equal(frozen[key.replace("shuffle.perm", "depthwise.2.perm")], perm)
     assert any(not torch.equal(perms[0][k], perms[1][k]) for k in perms[0])
     again = tmp_path / "again"
     assert main([*TINY, "--shuffle", "random", "--seed", "1", "--out", str(again)]) == 0
