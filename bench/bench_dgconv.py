@@ -24,12 +24,11 @@ import functools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v1
-from bench.timing import benchmark_inference, sync
+from bench.timing import benchmark_inference, benchmark_train_step, sync
 from tests.test_dgconv import reference_dgconv2d
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
@@ -97,15 +96,7 @@ def test_train_step(benchmark, variant, layout, device):
     x = torch.randn(32, 3, 32, 32, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (32,), device=device)
 
-    def step():
-        loss = F.cross_entropy(model(x), y) + asx.penalty(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sync(device)
-
-    step()  # allocate the optimizer state outside the timing
-    benchmark(step)
+    benchmark_train_step(benchmark, model, optimizer, x, y)
 
 
 def _learned(pattern: str) -> nn.Module:
