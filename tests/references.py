@@ -48,3 +48,25 @@ def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
         wide[..., ::2] = x
         return wide[..., ::2]
     return x.contiguous()
+
+
+@torch.no_grad()
+def randomize_structures_(model: torch.nn.Module, gates: bool = True) -> torch.nn.Module:
+    """Random BatchNorm statistics and affine parameters, a random permutation as every learned
+    shuffle's matrix and (with `gates`) random gate patterns: a model whose frozen form has
+    gathers wherever a trained one may have them. Returns the model in eval mode."""
+    import autoshuffle_ext as asx
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.normal_()
+            module.bias.normal_()
+    for _, soft in asx.structures(model, asx.LearnedShuffle):
+        n = soft.num_channels
+        soft.weight.copy_(torch.eye(n)[torch.randperm(n)])
+    if gates:
+        for _, layer in asx.structures(model, asx.DGConv2d):
+            layer.gates.copy_(torch.randn_like(layer.gates))
+    return model.eval()

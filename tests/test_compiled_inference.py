@@ -9,25 +9,15 @@ from torch import nn
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v1, shufflenet_v2
+from tests.references import randomize_structures_
 
 _OPS = torch.ops.autoshuffle_ext
 
 
 def _randomized(model: nn.Module) -> nn.Module:
-    """Random permutations as the learned shuffles, random gate patterns, random BatchNorm
-    statistics: a frozen model with gathers everywhere a trained one may have them."""
+    """The frozen form of `model` with random structures (`randomize_structures_`)."""
     torch.manual_seed(0)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-        for _, soft in asx.structures(model, asx.LearnedShuffle):
-            n = soft.num_channels
-            soft.weight.copy_(torch.eye(n)[torch.randperm(n)])
-        for _, layer in asx.structures(model, asx.DGConv2d):
-            layer.gates.copy_(torch.randn_like(layer.gates))
-    return asx.freeze(model).eval()
+    return asx.freeze(randomize_structures_(model)).eval()
 
 
 MODELS = {

@@ -9,6 +9,7 @@ from torch import nn
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v1
 from autoshuffle_ext.models.fold_v1 import fold_unit_permutations_
+from tests.references import randomize_structures_
 
 
 def randomized(shuffle: str, pointwise: str, gates: str, seed: int = 0) -> nn.Module:
@@ -16,20 +17,7 @@ def randomized(shuffle: str, pointwise: str, gates: str, seed: int = 0) -> nn.Mo
     learned shuffles, and random ("random") or contiguous ("leading": the start) gate patterns."""
     torch.manual_seed(seed)
     model = shufflenet_v1(3, 0.25, 10, "cifar", shuffle=shuffle, pointwise=pointwise)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.normal_()
-                module.bias.normal_()
-        for _, layer in asx.structures(model, asx.DGConv2d):
-            if gates == "random":
-                layer.gates.copy_(torch.randn_like(layer.gates))
-        for _, soft in asx.structures(model, asx.LearnedShuffle):
-            n = soft.num_channels
-            soft.weight.copy_(torch.eye(n)[torch.randperm(n)])
-    return model.eval()
+    return randomize_structures_(model, gates=gates == "random")
 
 
 def gathers(module: nn.Module) -> int:
