@@ -49,7 +49,7 @@ def test_train_step(benchmark, shuffle, name, batch, layout, device):
     benchmark_train_step(benchmark, model, optimizer, x, y, LAM)
 
 
-def _frozen_learned(name: str) -> torch.nn.Module:
+def frozen_learned(name: str) -> torch.nn.Module:
     """A learned model whose matrices are random permutations, frozen into gathers."""
     torch.manual_seed(0)
     model = build_model(name, shuffle="learned")
@@ -69,7 +69,7 @@ def _frozen_learned(name: str) -> torch.nn.Module:
 def test_inference(benchmark, variant, name, batch, layout, device):
     benchmark.group = f"inference {name} 224x224 batch {batch} {layout} {device}"
     if variant == "frozen_learned":
-        model = _frozen_learned(name)
+        model = frozen_learned(name)
         assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
     else:
         torch.manual_seed(0)

@@ -330,6 +330,33 @@ def test_torch_compile_fullgraph():
     assert torch.equal(a.grad, 2.0 * (a > 0) * w[:, inverse_permutation(perm)][:, :7])
 
 
+class _SplitUnit(torch.nn.Module):
+    """A v2 unit's tail: split, a conv on one half, cat_gather."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+        self.register_buffer("perm", torch.randperm(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        return OP.default(x1, self.conv(x2), self.perm)
+
+
+def test_export_with_a_dynamic_batch():
+    # The conv's parameters need gradients, so export traces through the autograd kernel, whose
+    # sizes must stay symbolic (a batch read as an int would be specialised).
+    unit = _SplitUnit()
+    x = torch.randn(2, 8, 5, 5)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(unit, (x,), dynamic_shapes=({0: batch},))
+    targets = [node.target for node in program.graph.nodes if node.op == "call_function"]
+    assert OP.default in targets
+    y = torch.randn(5, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(program.module()(y), unit(y))
+
+
 def test_bad_inputs_raise_documented_errors():
     a = torch.randn(2, 4, 3, 3)
     b = torch.randn(2, 5, 3, 3)
