@@ -7,7 +7,10 @@ import sys
 import pytest
 import torch
 
+import autoshuffle_ext as asx
+from autoshuffle_ext.models import build_model
 from autoshuffle_ext.train.cli import build_parser, main
+from autoshuffle_ext.train.config import TrainConfig
 
 TINY = [
     "--model", "shufflenet_v1_g3_x0_25", "--epochs", "1", "--batch-size", "32",
@@ -234,12 +237,42 @@ def test_learned_groups_train_with_a_budget_and_are_reported(tmp_path):
         (["--budget", "0.5"], "--budget applies to --groups learned only"),
         (["--groups", "learned", "--budget", "0"], "--budget must lie in (0, 1], got 0.0"),
         (["--budget-weight", "-1"], "--budget-weight must be >= 0 and finite, got -1.0"),
+        (["--gate-init", "0"], "--gate-init must be > 0 and finite, got 0.0"),
+        (["--gate-lr", "-0.5"], "--gate-lr must be >= 0 and finite, got -0.5"),
+        (["--shuffle-lr", "inf"], "--shuffle-lr must be >= 0 and finite, got inf"),
     ],
 )
 def test_budget_flags_are_checked(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main([*TINY, *argv])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_gate_flags_reach_the_gates(tmp_path):
+    out = tmp_path / "run"
+    argv = [*TINY, "--groups", "learned", "--gate-init", "0.125", "--gate-lr", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
+    state = torch.load(out / "learned" / "checkpoint.pt", weights_only=False)["model"]
+    gates = [v for k, v in state.items() if k.endswith(".gates")]
+    assert gates and all(torch.all(g.abs() == 0.125) for g in gates)  # lr 0: never moved
+
+
+def test_gates_start_at_gate_init_and_train_at_gate_lr():
+    from autoshuffle_ext.train.loop import _param_groups
+
+    config = TrainConfig(groups="learned", gate_init=0.05, gate_lr=0.3, shuffle_lr=0.01, lr=0.1)
+    model = build_model(
+        config.model, 10, "cifar", "learned", pointwise="learned",
+        pointwise_options={"gate_init": config.gate_init},
+    )  # fmt: skip
+    convs = [m for m in model.modules() if isinstance(m, asx.DGConv2d)]
+    assert convs and all(torch.all(m.gates.abs() == 0.05) for m in convs)
+    groups = _param_groups(model, config)
+    gate_group, shuffle_group = groups[3], groups[2]
+    assert gate_group["lr"] == 0.3 and gate_group["weight_decay"] == 0.0
+    assert {id(p) for p in gate_group["params"]} == {id(m.gates) for m in convs}
+    assert shuffle_group["lr"] == 0.01 and shuffle_group["params"]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def test_learned_groups_on_v2_is_a_config_error(tmp_path, capsys):

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="lambda of the --budget term (its hinge on the cost fraction)",
     )
     what.add_argument(
+        "--gate-init",
+        type=float,
+        default=d.gate_init,
+        help="with --groups learned: |gate parameter| at the start. A gate flips (its layer "
+        "changes group count) when its parameter crosses 0, so a smaller value lets the group "
+        "counts move sooner",
+    )
+    what.add_argument(
         "--compare",
         default=None,
         help="comma-separated shuffle kinds to train one after the other with the same seed and "
@@ -124,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="peak learning rate of the shuffle matrices (default: --lr)",
+    )
+    optim.add_argument(
+        "--gate-lr",
+        type=float,
+        default=None,
+        help="peak learning rate of the group-count gates of --groups learned (default: --lr)",
     )
     optim.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum (default: off)")
@@ -270,6 +284,12 @@ def _validate(args: argparse.Namespace) -> list[str]:
         problems.append(f"--budget must lie in (0, 1], got {args.budget}")
     if args.budget is not None and args.groups != "learned":
         problems.append("--budget applies to --groups learned only")
+    if not 0 < args.gate_init < math.inf:
+        problems.append(f"--gate-init must be > 0 and finite, got {args.gate_init}")
+    for flag in ("shuffle_lr", "gate_lr"):
+        value = getattr(args, flag)
+        if value is not None and not 0 <= value < math.inf:
+            problems.append(f"--{flag.replace('_', '-')} must be >= 0 and finite, got {value}")
     if not 0 <= args.budget_weight < math.inf:
         problems.append(f"--budget-weight must be >= 0 and finite, got {args.budget_weight}")
     if not 0 <= args.shuffle_blend <= 1:

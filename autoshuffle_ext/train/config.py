@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..modules.dgconv import DEFAULT_BUDGET_WEIGHT
+from ..modules.dgconv import DEFAULT_BUDGET_WEIGHT, DEFAULT_GATE_INIT
 from ..modules.init import DEFAULT_BLEND
 
 __all__ = ["RUNTIME_FIELDS", "TrainConfig"]
@@ -31,6 +31,7 @@ class TrainConfig:
     groups: str = "fixed"
     budget: float | None = None
     budget_weight: float = DEFAULT_BUDGET_WEIGHT
+    gate_init: float = DEFAULT_GATE_INIT
     dataset: str = "digits"
     data_dir: str | None = None
     stem: str | None = None
@@ -39,6 +40,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.02
     shuffle_lr: float | None = None
+    gate_lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4

@@ -72,14 +72,17 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Weight decay on conv/fc weights only: not on BatchNorm, biases or the structure parameters
-    (decay would pull a learned M toward 0 and a Sinkhorn's logits toward uniform), which train
-    at --shuffle-lr."""
+    (decay would pull a learned M toward 0, a Sinkhorn's logits toward uniform and a DGConv2d's
+    gates toward flipping), which train at --shuffle-lr, the gates at --gate-lr."""
+    gate_ids = {id(m.gates) for _, m in asx_modules.structures(model, asx_modules.DGConv2d)}
     shuffle_ids = {
         id(p) for _, m in asx_modules.structures(model) for p in m.structure_parameters()
     }
-    decay, no_decay, shuffle = [], [], []
+    decay, no_decay, shuffle, gates = [], [], [], []
     for p in model.parameters():
-        if id(p) in shuffle_ids:
+        if id(p) in gate_ids:
+            gates.append(p)
+        elif id(p) in shuffle_ids:
             shuffle.append(p)
         elif p.dim() > 1:
             decay.append(p)
@@ -89,9 +92,11 @@ def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if shuffle:
-        lr = config.lr if config.shuffle_lr is None else config.shuffle_lr
-        groups.append({"params": shuffle, "weight_decay": 0.0, "lr": lr})
+    for params, lr in ((shuffle, config.shuffle_lr), (gates, config.gate_lr)):
+        if params:
+            groups.append(
+                {"params": params, "weight_decay": 0.0, "lr": config.lr if lr is None else lr}
+            )
     return groups
 
 
@@ -209,6 +214,9 @@ class _Run:
                 config.shuffle,
                 options,
                 pointwise=config.groups,
+                pointwise_options={"gate_init": config.gate_init}
+                if config.groups == "learned"
+                else None,
                 budget=config.budget,
                 budget_weight=config.budget_weight,
             )
