@@ -11,24 +11,11 @@ compiles it).
 import pytest
 import torch
 
-import autoshuffle_ext as asx
-from autoshuffle_ext.models import build_model
+from bench.bench_models import inference_model
 from bench.timing import benchmark_inference
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 NAME = "shufflenet_v2_x1_0"
-
-
-def _model(shuffle: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if shuffle != "frozen_learned":
-        return build_model(NAME, shuffle=shuffle)
-    model = build_model(NAME, shuffle="learned")
-    with torch.no_grad():
-        for _, soft in asx.structures(model, asx.LearnedShuffle):
-            n = soft.num_channels
-            soft.weight.copy_(torch.eye(n)[torch.randperm(n)])
-    return asx.freeze(model)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -38,7 +25,7 @@ def _model(shuffle: str) -> torch.nn.Module:
 def test_inference(benchmark, shuffle, mode, batch, device):
     benchmark.group = f"inference {NAME} 224x224 batch {batch} {device}"
     torch._dynamo.reset()
-    model = _model(shuffle).to(device).eval()
+    model = inference_model(NAME, shuffle).to(device).eval()
     if mode == "compiled":
         model = torch.compile(model, fullgraph=True)
     x = torch.randn(batch, 3, 224, 224, device=device)

@@ -61,6 +61,16 @@ def frozen_learned(name: str) -> torch.nn.Module:
     return asx.freeze(model)
 
 
+def inference_model(name: str, variant: str) -> torch.nn.Module:
+    """`name` with the shuffle `variant`: "fixed", "none" or "frozen_learned"."""
+    if variant == "frozen_learned":
+        model = frozen_learned(name)
+        assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
+        return model
+    torch.manual_seed(0)
+    return build_model(name, shuffle=variant)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("batch", [1, 32])
@@ -68,14 +78,8 @@ def frozen_learned(name: str) -> torch.nn.Module:
 @pytest.mark.parametrize("variant", ["fixed", "none", "frozen_learned"])
 def test_inference(benchmark, variant, name, batch, layout, device):
     benchmark.group = f"inference {name} 224x224 batch {batch} {layout} {device}"
-    if variant == "frozen_learned":
-        model = frozen_learned(name)
-        assert not any(isinstance(m, asx.LearnedShuffle) for m in model.modules())
-    else:
-        torch.manual_seed(0)
-        model = build_model(name, shuffle=variant)
     fmt = LAYOUTS[layout]
-    model = model.to(device, memory_format=fmt).eval()
+    model = inference_model(name, variant).to(device, memory_format=fmt).eval()
     x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=fmt)
 
     benchmark_inference(benchmark, model, x)

@@ -5,7 +5,8 @@ budget, from the runs' `result.json` files.
         runs/dg/learned/seed0/learned/result.json --plot bench/dgconv_groups.png
 
 prints a Markdown table (accuracy, inference params and multiply-adds, their ratio to the first
-run's, the pointwise cost as a fraction of dense pointwise convs) and plots the group count of
+run's, the pointwise cost as a fraction of dense pointwise convs), the mean and standard deviation
+over the seeds of each kind of run, and plots the group count of
 every pointwise conv of each run, the fixed model's (the learned runs' start) included.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -54,6 +56,18 @@ def main() -> None:
             f"| {run['label']} | {run['seed']} | {run['frozen_acc']:.4f} | {run['params']:,} | "
             f"{run['macs'] / 1e6:.2f} | {run['params'] / base['params']:.3f} | "
             f"{run['macs'] / base['macs']:.3f} | {run['cost']:.4f} |"
+        )
+    labels = dict.fromkeys(run["label"] for run in runs)
+    print("\n| run | seeds | frozen acc, mean | std | params, mean | MFLOPs, mean |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for label in labels:
+        same = [run for run in runs if run["label"] == label]
+        accs = [run["frozen_acc"] for run in same]
+        std = statistics.stdev(accs) if len(accs) > 1 else float("nan")
+        print(
+            f"| {label} | {len(same)} | {statistics.mean(accs):.4f} | {std:.4f} | "
+            f"{statistics.mean(run['params'] for run in same):,.0f} | "
+            f"{statistics.mean(run['macs'] for run in same) / 1e6:.2f} |"
         )
     if args.plot is not None:
         fig, ax = plt.subplots(figsize=(9, 3.2))

@@ -19,23 +19,15 @@ import time
 
 import torch
 
-from autoshuffle_ext.models import build_model
-from bench.bench_models import LAYOUTS, frozen_learned
+from bench.bench_models import LAYOUTS, inference_model
 
 VARIANTS = ("none", "fixed", "frozen_learned")
-
-
-def build(name: str, variant: str) -> torch.nn.Module:
-    if variant == "frozen_learned":
-        return frozen_learned(name)
-    torch.manual_seed(0)
-    return build_model(name, shuffle=variant)
 
 
 def medians(name: str, batch: int, layout: str, rounds: int, clock) -> dict[str, float]:
     """Median seconds per forward of each variant, timed round-robin after two warm-up calls."""
     fmt = LAYOUTS[layout]
-    models = {v: build(name, v).to(memory_format=fmt).eval() for v in VARIANTS}
+    models = {v: inference_model(name, v).to(memory_format=fmt).eval() for v in VARIANTS}
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=fmt)
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with torch.inference_mode():
