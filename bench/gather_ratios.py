@@ -1,73 +1,95 @@
-"""channel_gather's ratios to the copy floor and to what it replaces, timed round-robin: one call of
-every candidate in turn, so that a shared, noisy machine slows them alike (pytest-benchmark times
-one candidate after the other and drifts between them). One Markdown row per (shape, format) of
-bench_channel_gather.py, random permutation, float32:
+"""The gather ops' ratios to the copy floor and to what they replace, timed round-robin
+(bench/round_robin.py), random permutations, float32, one Markdown row per shape and format:
 
     python -m bench.gather_ratios [--rounds 300] [--threads 2] [--format nchw channels_last]
 
-Columns: the median of channel_gather in microseconds, then its ratios to `clone()` (the floor:
-issue targets <= 1.10 NCHW, <= 1.30 channels_last), to `F.channel_shuffle` (<= 1.05) and to
-`index_select` (<= 1 / 1.8).
+channel_gather (the shapes of bench_channel_gather.py): its median in microseconds, then its
+ratios to `clone()` (the floor: issue targets <= 1.10 NCHW, <= 1.30 channels_last), to
+`F.channel_shuffle` (<= 1.05) and to `index_select` (<= 1 / 1.8). cat_gather (the shapes of
+bench_cat_gather.py): its median, then its ratios to `torch.cat` alone (the floor: what a v2 unit
+without a shuffle pays), to `torch.cat` + `channel_gather` and to `torch.cat` +
+`F.channel_shuffle` (the two passes it replaces).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-import autoshuffle_ext  # noqa: F401  (registers the op)
-from bench.bench_channel_gather import FORMATS, SHAPES
+import autoshuffle_ext  # noqa: F401  (registers the ops)
+from bench import bench_cat_gather, bench_channel_gather
+from bench.round_robin import round_robin
 
-OP = torch.ops.autoshuffle_ext.channel_gather.default
+GATHER = torch.ops.autoshuffle_ext.channel_gather.default
+CAT_GATHER = torch.ops.autoshuffle_ext.cat_gather.default
 
 
-def medians(shape, groups: int, fmt, rounds: int) -> dict[str, float]:
+def gather_row(shape, groups: int, fmt, rounds: int) -> str:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).contiguous(memory_format=fmt)
     perm = torch.randperm(shape[1], generator=g)
-    assert torch.equal(OP(x, perm), x[:, perm])
-    fns = {
-        "gather": lambda: OP(x, perm),
-        "clone": lambda: x.clone(),
-        "channel_shuffle": lambda: F.channel_shuffle(x, groups),
-        "index_select": lambda: x.index_select(1, perm),
-    }
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(5):
-            fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(t) for k, t in times.items()}
+    assert torch.equal(GATHER(x, perm), x[:, perm])
+    m = round_robin(
+        {
+            "gather": lambda: GATHER(x, perm),
+            "clone": lambda: x.clone(),
+            "channel_shuffle": lambda: F.channel_shuffle(x, groups),
+            "index_select": lambda: x.index_select(1, perm),
+        },
+        rounds,
+    )
+    return (
+        f"{m['gather'] * 1e6:.0f} | {m['gather'] / m['clone']:.2f} | "
+        f"{m['gather'] / m['channel_shuffle']:.2f} | {m['gather'] / m['index_select']:.2f}"
+    )
+
+
+def cat_gather_row(shape, fmt, rounds: int) -> str:
+    n, c, h, w = shape
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, c, h, w, generator=g).contiguous(memory_format=fmt) for _ in "ab")
+    perm = torch.randperm(2 * c, generator=g)
+    assert torch.equal(CAT_GATHER(a, b, perm), torch.cat([a, b], 1)[:, perm])
+    m = round_robin(
+        {
+            "cat_gather": lambda: CAT_GATHER(a, b, perm),
+            "cat": lambda: torch.cat([a, b], 1),
+            "cat+gather": lambda: GATHER(torch.cat([a, b], 1), perm),
+            "cat+shuffle": lambda: F.channel_shuffle(torch.cat([a, b], 1), 2),
+        },
+        rounds,
+    )
+    t = m["cat_gather"]
+    return (
+        f"{t * 1e6:.0f} | {t / m['cat']:.2f} | {t / m['cat+gather']:.2f} | "
+        f"{t / m['cat+shuffle']:.2f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--format", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    formats = bench_channel_gather.FORMATS
+    parser.add_argument("--format", nargs="+", choices=list(formats), default=list(formats))
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    print(f"{torch.get_num_threads()} thread(s), median of {args.rounds} round-robin rounds")
-    print("| shape | format | gather (us) | / clone | / channel_shuffle | / index_select |")
+    print(f"{torch.get_num_threads()} thread(s), median of {args.rounds} round-robin rounds\n")
+    print("| channel_gather shape | format | us | / clone | / channel_shuffle | / index_select |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for fmt_name in args.format:
-        for shape, groups in SHAPES:
-            m = medians(shape, groups, FORMATS[fmt_name], args.rounds)
-            print(
-                f"| {'x'.join(map(str, shape))} | {fmt_name} | {m['gather'] * 1e6:.0f} | "
-                f"{m['gather'] / m['clone']:.2f} | {m['gather'] / m['channel_shuffle']:.2f} | "
-                f"{m['gather'] / m['index_select']:.2f} |",
-                flush=True,
-            )
+    for name in args.format:
+        for shape, groups in bench_channel_gather.SHAPES:
+            row = gather_row(shape, groups, formats[name], args.rounds)
+            print(f"| {'x'.join(map(str, shape))} | {name} | {row} |", flush=True)
+    print("\n| cat_gather shape (each) | format | us | / cat | / cat+gather | / cat+shuffle |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for name in args.format:
+        for shape in bench_cat_gather.SHAPES:
+            row = cat_gather_row(shape, formats[name], args.rounds)
+            print(f"| {'x'.join(map(str, shape))} | {name} | {row} |", flush=True)
 
 
 if __name__ == "__main__":

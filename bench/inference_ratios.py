@@ -1,11 +1,13 @@
-"""ShuffleNet inference with each shuffle variant, timed round-robin: one forward of every variant
-in turn, so that a shared, noisy machine slows them alike (pytest-benchmark times one variant
-after the other, and drifts between them). Prints the median of each variant and its ratio to
-the model without a shuffle ("none", the floor of what a shuffle can cost), one Markdown row per
-(batch, layout). The variants are bench_models.py's: fixed, none, frozen learned.
+"""ShuffleNet inference with each shuffle variant, timed round-robin (bench/round_robin.py): one
+forward of every variant in turn, so that a shared, noisy machine slows them alike. Prints the
+median of each variant and its ratio to the model without a shuffle ("none", the floor of what a
+shuffle can cost), one Markdown row per (batch, layout, mode). The variants are bench_models.py's:
+fixed, none, frozen learned. `--mode compiled` times `torch.compile(fullgraph=True)` (inductor)
+models, compiled by two warm-up calls outside the timing.
 
     python -m bench.inference_ratios [--model shufflenet_v2_x1_0] [--batch 1 32]
-        [--layout nchw channels_last] [--rounds 40] [--threads 1] [--clock wall|thread]
+        [--layout nchw channels_last] [--mode eager compiled] [--rounds 40] [--threads 1]
+        [--clock wall|thread]
 
 `--clock thread` (one thread only) times the CPU time of the calling thread, which time slices
 given to other jobs do not inflate.
@@ -14,32 +16,29 @@ given to other jobs do not inflate.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
 from bench.bench_models import LAYOUTS, inference_model
+from bench.round_robin import round_robin
 
 VARIANTS = ("none", "fixed", "frozen_learned")
+MODES = ("eager", "compiled")
 
 
-def medians(name: str, batch: int, layout: str, rounds: int, clock) -> dict[str, float]:
-    """Median seconds per forward of each variant, timed round-robin after two warm-up calls."""
+def medians(name: str, batch: int, layout: str, mode: str, rounds: int, clock) -> dict[str, float]:
+    """Median seconds per forward of each variant."""
     fmt = LAYOUTS[layout]
-    models = {v: inference_model(name, v).to(memory_format=fmt).eval() for v in VARIANTS}
     x = torch.randn(batch, 3, 224, 224).contiguous(memory_format=fmt)
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    fns = {}
+    for variant in VARIANTS:
+        model = inference_model(name, variant).to(memory_format=fmt).eval()
+        if mode == "compiled":
+            model = torch.compile(model, fullgraph=True)
+        fns[variant] = lambda model=model: model(x)
     with torch.inference_mode():
-        for model in models.values():
-            model(x)
-            model(x)
-        for _ in range(rounds):
-            for variant, model in models.items():
-                start = clock()
-                model(x)
-                times[variant].append(clock() - start)
-    return {v: statistics.median(t) for v, t in times.items()}
+        return round_robin(fns, rounds, warmup=2, clock=clock)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="shufflenet_v2_x1_0")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--layout", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--mode", nargs="+", choices=MODES, default=["eager"])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall")
@@ -60,16 +60,20 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model}, 224x224, {torch.get_num_threads()} thread(s), {args.clock} clock, "
         f"median of {args.rounds} round-robin rounds"
     )
-    print("| batch | layout | none (ms) | fixed / none | frozen learned / none |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| batch | layout | mode | none (ms) | fixed (ms) | frozen learned (ms) | fixed / none "
+          "| frozen learned / none |")  # fmt: skip
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for batch in args.batch:
         for layout in args.layout:
-            m = medians(args.model, batch, layout, args.rounds, clock)
-            print(
-                f"| {batch} | {layout} | {m['none'] * 1e3:.2f} | {m['fixed'] / m['none']:.3f} | "
-                f"{m['frozen_learned'] / m['none']:.3f} |",
-                flush=True,
-            )
+            for mode in args.mode:
+                torch._dynamo.reset()
+                m = medians(args.model, batch, layout, mode, args.rounds, clock)
+                none, fixed, frozen = (m[v] * 1e3 for v in VARIANTS)
+                print(
+                    f"| {batch} | {layout} | {mode} | {none:.2f} | {fixed:.2f} | {frozen:.2f} | "
+                    f"{fixed / none:.3f} | {frozen / none:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
