@@ -172,8 +172,6 @@ class _Run:
         self.device = device
         _seed_everything(config.seed)
         model = self._build_model()
-        size = config.image_size
-        self.complexity = measure(model, (3, size, size))
         self.model = model.to(device, memory_format=memory_format(config))
         self.optimizer = torch.optim.SGD(
             _param_groups(model, config),
@@ -445,7 +443,8 @@ class _Run:
         _, frozen_acc = evaluate(frozen, self.data, config, self.device, ctx)
         layers, penalty, distance = _shuffle_summary(self.model)
         times = [row["epoch_time"] for row in self.history]
-        c = self.complexity
+        # Measured now, not at the start: learned group counts change the inference form.
+        c = measure(self.model, (3, config.image_size, config.image_size))
         result = RunResult(
             shuffle=config.shuffle,
             seed=config.seed,
