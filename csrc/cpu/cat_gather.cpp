@@ -97,7 +97,7 @@ cpu::PixelRows pixel_rows(const CatSource& s) {
 void cat_pixels(const CatSource& a, const CatSource& b, void* dst, const int64_t* perm,
                 const int32_t* perm32, int64_t pixels, int64_t inner, int64_t c,
                 int64_t element_size) {
-  const cpu::Isa isa = cpu::pixel_gather_isa();
+  const cpu::Isa isa = cpu::kernel_isa();
   const cpu::PixelRows rows_a = pixel_rows(a);
   const cpu::PixelRows rows_b = pixel_rows(b);
   at::parallel_for(0, pixels, cpu::grain_for(c * element_size), [&](int64_t begin, int64_t end) {

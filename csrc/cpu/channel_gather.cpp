@@ -1,39 +1,44 @@
-// CPU kernel of channel_gather. Contiguous tensors are N*C planes, each a memcpy from its source
-// plane; channels_last tensors are rows of C channels, each gathered through perm (pixel_gather.cpp,
-// SIMD where the CPU has it). Both move bytes only, so one kernel serves every dtype.
+// CPU kernel of channel_gather. Contiguous tensors are N*C planes, each a copy of its source plane
+// (plane_gather.cpp); channels_last tensors are rows of C channels, each gathered through perm
+// (pixel_gather.cpp, SIMD where the CPU has it). Both move bytes only, so one kernel serves every
+// dtype.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <limits>
 
 #include "../channel_gather.h"
+#include "features.h"
 #include "gather_common.h"
 #include "pixel_gather.h"
+#include "plane_gather.h"
 
 namespace autoshuffle_ext {
 namespace {
 
+// Whether to write an output of `bytes` (after reading as many) with non-temporal stores: when
+// input and output together fill more than half the last-level cache, the output evicts the input
+// as it is written and does not stay cached for its reader anyway; streaming it skips the read for
+// ownership of every line. Tensors that stay in the cache ran 2-3x slower streamed.
+bool stream_output(int64_t bytes) {
+  const int64_t cache = cpu::last_level_cache_bytes();
+  return cache > 0 && 2 * bytes > cache / 2;
+}
+
 // Contiguous [N, C, inner]: plane (n, c) of out is plane (n, perm[c]) of x.
 void gather_planes(const char* src, char* dst, const int64_t* perm, int64_t n, int64_t c,
                    int64_t plane_bytes) {
+  const cpu::Isa isa = cpu::kernel_isa();
+  const bool stream = stream_output(n * c * plane_bytes);
   at::parallel_for(0, n * c, cpu::grain_for(plane_bytes), [&](int64_t begin, int64_t end) {
-    int64_t b = begin / c;
-    int64_t ch = begin - b * c;
-    for (int64_t i = begin; i < end; ++i) {
-      std::memcpy(dst + i * plane_bytes, src + (b * c + perm[ch]) * plane_bytes, plane_bytes);
-      if (++ch == c) {
-        ch = 0;
-        ++b;
-      }
-    }
+    cpu::gather_planes(src, dst, perm, begin, end, c, plane_bytes, isa, stream);
   });
 }
 
 // Channels-last [pixels, C]: every pixel's channel vector is gathered through perm.
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t pixels, int64_t c, int64_t element_size) {
-  const cpu::Isa isa = cpu::pixel_gather_isa();
+  const cpu::Isa isa = cpu::kernel_isa();
   at::parallel_for(0, pixels, cpu::grain_for(c * element_size), [&](int64_t begin, int64_t end) {
     cpu::gather_pixels(src, dst, perm, perm32, begin, end, pixels - 1, c, element_size, isa);
   });

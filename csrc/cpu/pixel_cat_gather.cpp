@@ -17,8 +17,7 @@
 #include <cstring>
 #include <vector>
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define AUTOSHUFFLE_X86_SIMD 1
+#ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
 #endif
 

@@ -5,16 +5,13 @@
 // runs on any x86-64 (and any other) CPU.
 #include "pixel_gather.h"
 
-#include <ATen/Version.h>
 #include <c10/util/Exception.h>
 
 #include <cstring>
-#include <string>
 
 #include "../element.h"
 
-#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
-#define AUTOSHUFFLE_X86_SIMD 1
+#ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
 #endif
 
@@ -250,28 +247,9 @@ __attribute__((target("avx2"))) void avx2_pixels(const char* src, char* dst,
   }
 }
 
-bool cpu_has_avx512() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
-}
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2"); }
-
 #endif  // AUTOSHUFFLE_X86_SIMD
 
-Isa detect_isa() {
-#ifdef AUTOSHUFFLE_X86_SIMD
-  const std::string aten = at::get_cpu_capability();  // "DEFAULT", "AVX2" or "AVX512"
-  if (aten == "AVX512" && cpu_has_avx512()) return Isa::kAvx512;
-  if ((aten == "AVX512" || aten == "AVX2") && cpu_has_avx2()) return Isa::kAvx2;
-#endif
-  return Isa::kScalar;
-}
-
 }  // namespace
-
-Isa pixel_gather_isa() {
-  static const Isa isa = detect_isa();
-  return isa;
-}
 
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t begin, int64_t end, int64_t last_pixel, int64_t c,

@@ -3,13 +3,9 @@
 
 #include <cstdint>
 
+#include "features.h"
+
 namespace autoshuffle_ext::cpu {
-
-// The instruction set the pixel gather uses: the best one the CPU supports, capped by ATen's own
-// choice, so ATEN_CPU_CAPABILITY=default / avx2 forces (and tests) the narrower paths.
-enum class Isa { kScalar, kAvx2, kAvx512 };
-
-Isa pixel_gather_isa();
 
 // Gathers pixels [begin, end) of a dense [pixels, c] array of `element_size`-byte elements.
 // `perm` (int64) and `perm32` (the same entries as int32) must hold entries in [0, c): the caller

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu/plane_gather.h"
+
 namespace {
 
 int failures = 0;
@@ -123,6 +125,36 @@ void test_register_boundaries() {
   }
 }
 
+// The plane copies of every ISA this CPU has, streamed or not (channel_gather streams only
+// outputs larger than the cache), on planes of whole lines and of odd sizes, split in two ranges.
+void test_plane_copies() {
+  using autoshuffle_ext::cpu::Isa;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
+    for (bool stream : {false, true}) {
+      for (int64_t plane_bytes : {1, 3, 64, 100, 784, 3136}) {
+        for (int64_t c : {1, 7, 33}) {
+          const int64_t n = 3;
+          const at::Tensor x = at::randint(0, 256, {n, c, plane_bytes}, at::kByte);
+          const at::Tensor perm = at::randperm(c, at::kLong);
+          at::Tensor out = at::zeros_like(x);
+          const int64_t split = n * c / 2 + 1;
+          for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, n * c}}) {
+            autoshuffle_ext::cpu::gather_planes(
+                static_cast<const char*>(x.const_data_ptr()),
+                static_cast<char*>(out.mutable_data_ptr()), perm.const_data_ptr<int64_t>(), begin,
+                end, c, plane_bytes, isa, stream);
+          }
+          expect(at::equal(out, x.index_select(1, perm)),
+                 "plane copies (isa " + std::to_string(static_cast<int>(isa)) + "): " +
+                     std::to_string(c) + " planes of " + std::to_string(plane_bytes) +
+                     " bytes" + (stream ? ", streamed" : ""));
+        }
+      }
+    }
+  }
+}
+
 // An empty tensor is dense in every format: the output takes the layout its strides show.
 void test_empty_keeps_format() {
   for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
@@ -179,6 +211,7 @@ int main() {
   at::manual_seed(0);
   test_values();
   test_register_boundaries();
+  test_plane_copies();
   test_empty_keeps_format();
   test_errors();
   test_autograd();
