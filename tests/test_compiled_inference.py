@@ -49,7 +49,7 @@ def test_frozen_model_compiles_fullgraph_and_matches_eager(name, memory_format):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_frozen_model_exports_and_keeps_its_custom_ops(name):
+def test_frozen_model_exports_and_keeps_its_custom_ops(name, tmp_path):
     frozen = _randomized(MODELS[name]())
     x = torch.randn(2, 3, 32, 32)
     program = torch.export.export(frozen, (x,))
@@ -66,3 +66,9 @@ def test_frozen_model_exports_and_keeps_its_custom_ops(name):
     y = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(dynamic.module()(y), frozen(y), rtol=0, atol=0)
+    # The file a deployment ships: saved, loaded back, still exact.
+    torch.export.save(dynamic, tmp_path / "model.pt2")
+    loaded = torch.export.load(tmp_path / "model.pt2")
+    assert _custom_ops(loaded.graph) == _custom_ops(dynamic.graph)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module()(y), frozen(y), rtol=0, atol=0)
