@@ -37,7 +37,11 @@ def start_groups(config: dict) -> tuple[list[int], float]:
 def describe(record: dict) -> dict:
     rows = [r for r in record["layers"] if r["kind"] == "GroupBudget"]
     groups, cost = (rows[0]["groups"], rows[0]["cost"]) if rows else start_groups(record["config"])
-    label = f"{record['config']['groups']} groups, {record['shuffle']} shuffle"
+    config = record["config"]
+    label = f"{config['groups']} groups, {record['shuffle']} shuffle"
+    if config["groups"] == "learned":
+        gate_lr = config.get("gate_lr") or config["lr"]
+        label += f" (gate init {config.get('gate_init', 1.0)}, gate lr {gate_lr})"
     return {"label": label, "seed": record["seed"], "groups": groups, "cost": cost, **record}
 
 
