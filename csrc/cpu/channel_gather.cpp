@@ -3,12 +3,12 @@
 // (pixel_gather.cpp, SIMD where the CPU has it). Both move bytes only, so one kernel serves every
 // dtype.
 #include <ATen/Parallel.h>
+#include <c10/util/SmallVector.h>
 #include <torch/library.h>
 
 #include <limits>
 
 #include "../channel_gather.h"
-#include "features.h"
 #include "gather_common.h"
 #include "pixel_gather.h"
 #include "plane_gather.h"
@@ -16,22 +16,16 @@
 namespace autoshuffle_ext {
 namespace {
 
-// Whether to write an output of `bytes` (after reading as many) with non-temporal stores: when
-// input and output together fill more than half the last-level cache, the output evicts the input
-// as it is written and does not stay cached for its reader anyway; streaming it skips the read for
-// ownership of every line. Tensors that stay in the cache ran 2-3x slower streamed.
-bool stream_output(int64_t bytes) {
-  const int64_t cache = cpu::last_level_cache_bytes();
-  return cache > 0 && 2 * bytes > cache / 2;
-}
-
 // Contiguous [N, C, inner]: plane (n, c) of out is plane (n, perm[c]) of x.
 void gather_planes(const char* src, char* dst, const int64_t* perm, int64_t n, int64_t c,
                    int64_t plane_bytes) {
+  c10::SmallVector<const char*, 512> first(c);
+  const c10::SmallVector<int64_t, 512> step(c, c * plane_bytes);
+  for (int64_t ch = 0; ch < c; ++ch) first[ch] = src + perm[ch] * plane_bytes;
   const cpu::Isa isa = cpu::kernel_isa();
-  const bool stream = stream_output(n * c * plane_bytes);
+  const bool stream = cpu::stream_output(n * c * plane_bytes);
   at::parallel_for(0, n * c, cpu::grain_for(plane_bytes), [&](int64_t begin, int64_t end) {
-    cpu::gather_planes(src, dst, perm, begin, end, c, plane_bytes, isa, stream);
+    cpu::gather_planes(first.data(), step.data(), c, dst, begin, end, plane_bytes, isa, stream);
   });
 }
 

@@ -125,8 +125,8 @@ void test_register_boundaries() {
   }
 }
 
-// The plane copies of every ISA this CPU has, streamed or not (channel_gather streams only
-// outputs larger than the cache), on planes of whole lines and of odd sizes, split in two ranges.
+// The plane copies of every ISA this CPU has, streamed or not (the ops stream only outputs larger
+// than the cache), on planes of whole lines and of odd sizes, split in two ranges.
 void test_plane_copies() {
   using autoshuffle_ext::cpu::Isa;
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
@@ -137,13 +137,18 @@ void test_plane_copies() {
           const int64_t n = 3;
           const at::Tensor x = at::randint(0, 256, {n, c, plane_bytes}, at::kByte);
           const at::Tensor perm = at::randperm(c, at::kLong);
+          const char* src = static_cast<const char*>(x.const_data_ptr());
+          std::vector<const char*> first(c);
+          const std::vector<int64_t> step(c, c * plane_bytes);
+          for (int64_t ch = 0; ch < c; ++ch) {
+            first[ch] = src + perm[ch].item<int64_t>() * plane_bytes;
+          }
           at::Tensor out = at::zeros_like(x);
           const int64_t split = n * c / 2 + 1;
           for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, n * c}}) {
-            autoshuffle_ext::cpu::gather_planes(
-                static_cast<const char*>(x.const_data_ptr()),
-                static_cast<char*>(out.mutable_data_ptr()), perm.const_data_ptr<int64_t>(), begin,
-                end, c, plane_bytes, isa, stream);
+            autoshuffle_ext::cpu::gather_planes(first.data(), step.data(), c,
+                                                static_cast<char*>(out.mutable_data_ptr()), begin,
+                                                end, plane_bytes, isa, stream);
           }
           expect(at::equal(out, x.index_select(1, perm)),
                  "plane copies (isa " + std::to_string(static_cast<int>(isa)) + "): " +
