@@ -4,6 +4,10 @@ pytest's `pythonpath` to the repository root)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 
 __all__ = [
@@ -11,6 +15,7 @@ __all__ = [
     "reference_channel_gather",
     "reference_penalty",
     "reference_shuffle_mix",
+    "run_with_cpu_capability",
     "to_layout",
 ]
 
@@ -70,3 +75,15 @@ def randomize_structures_(model: torch.nn.Module, gates: bool = True) -> torch.n
         for _, layer in asx.structures(model, asx.DGConv2d):
             layer.gates.copy_(torch.randn_like(layer.gates))
     return model.eval()
+
+
+def run_with_cpu_capability(script: str, capability: str) -> str:
+    """The stdout of `script` run in a fresh Python with ATEN_CPU_CAPABILITY=capability (the CPU
+    kernels pick their SIMD path once per process, capped by ATen's capability); fails the test,
+    with the child's stderr, if it does not exit cleanly."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -7,10 +7,7 @@ match it exactly (`torch.equal`) on fresh random inputs.
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -23,7 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v2
 from autoshuffle_ext.ops.channel_gather import inverse_permutation
-from tests.references import reference_cat_gather
+from tests.references import reference_cat_gather, run_with_cpu_capability
 
 OP = torch.ops.autoshuffle_ext.cat_gather
 
@@ -459,12 +456,7 @@ _ISA_CHECK = textwrap.dedent(
 def test_narrower_cpu_paths(capability):
     # The channels_last kernel picks AVX-512, AVX2 or scalar code at run time, capped by ATen's
     # capability: run the narrower paths too, in a fresh process.
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
-    result = subprocess.run(
-        [sys.executable, "-c", _ISA_CHECK], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok")
+    assert run_with_cpu_capability(_ISA_CHECK, capability).startswith("ok")
 
 
 # ShuffleNet v2: exact shuffles (fixed, frozen learned, random) concat and shuffle in one op.

@@ -7,9 +7,6 @@ fresh random inputs.
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -21,7 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.channel_gather import check_permutation, inverse_permutation
-from tests.references import reference_channel_gather
+from tests.references import reference_channel_gather, run_with_cpu_capability
 
 OP = torch.ops.autoshuffle_ext.channel_gather
 
@@ -424,12 +421,7 @@ _ISA_CHECK = textwrap.dedent(
 def test_narrower_cpu_paths(capability):
     # The channels_last gather picks AVX-512, AVX2 or scalar code at run time, capped by ATen's
     # capability: run the narrower paths too, in a fresh process.
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
-    result = subprocess.run(
-        [sys.executable, "-c", _ISA_CHECK], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok")
+    assert run_with_cpu_capability(_ISA_CHECK, capability).startswith("ok")
 
 
 @pytest.mark.parametrize(

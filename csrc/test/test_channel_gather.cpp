@@ -5,39 +5,16 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "cpu/plane_gather.h"
+#include "expect.h"
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) {
-    ++failures;
-    std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-  }
-}
-
-// Expects `fn` to throw an exception of type E whose message contains `part`.
-template <typename E>
-void expect_throws(const std::function<void()>& fn, const std::string& part,
-                   const std::string& what) {
-  try {
-    fn();
-  } catch (const E& e) {
-    expect(std::string(e.what()).find(part) != std::string::npos,
-           what + ": message lacks '" + part + "': " + e.what());
-    return;
-  } catch (const std::exception& e) {
-    expect(false, what + ": wrong exception type: " + e.what());
-    return;
-  }
-  expect(false, what + ": did not throw");
-}
+using autoshuffle_ext::test::expect;
+using autoshuffle_ext::test::expect_throws;
 
 using GatherFn = at::Tensor(const at::Tensor&, const at::Tensor&);
 using GatherOutFn = void(const at::Tensor&, const at::Tensor&, at::Tensor&);
@@ -211,6 +188,8 @@ void test_autograd() {
 }
 
 }  // namespace
+
+using autoshuffle_ext::test::failures;
 
 int main() {
   at::manual_seed(0);
