@@ -11,12 +11,28 @@ import sys
 import torch
 
 __all__ = [
+    "ALL_DTYPES",
     "reference_cat_gather",
     "reference_channel_gather",
     "reference_penalty",
     "reference_shuffle_mix",
     "run_with_cpu_capability",
     "to_layout",
+]
+
+# Every element size and kind the byte-moving gather ops must handle (1 to 16 bytes).
+ALL_DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex128,
 ]
 
 

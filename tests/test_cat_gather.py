@@ -20,23 +20,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v2
 from autoshuffle_ext.ops.channel_gather import inverse_permutation
-from tests.references import reference_cat_gather, run_with_cpu_capability
+from tests.references import ALL_DTYPES, reference_cat_gather, run_with_cpu_capability
 
 OP = torch.ops.autoshuffle_ext.cat_gather
 
-DTYPES = [
-    torch.float32,
-    torch.float64,
-    torch.float16,
-    torch.bfloat16,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.bool,
-    torch.complex128,
-]
+DTYPES = ALL_DTYPES
 # "chunk": a channel slice of a wider tensor in the same format, as ShuffleNet v2's split gives.
 LAYOUTS = ["contiguous", "channels_last", "strided", "transposed", "chunk", "chunk_cl"]
 

@@ -18,23 +18,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.channel_gather import check_permutation, inverse_permutation
-from tests.references import reference_channel_gather, run_with_cpu_capability
+from tests.references import ALL_DTYPES, reference_channel_gather, run_with_cpu_capability
 
 OP = torch.ops.autoshuffle_ext.channel_gather
 
-DTYPES = [
-    torch.float32,
-    torch.float64,
-    torch.float16,
-    torch.bfloat16,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.bool,
-    torch.complex128,
-]
+DTYPES = ALL_DTYPES
 LAYOUTS = ["contiguous", "channels_last", "strided", "transposed"]
 
 
