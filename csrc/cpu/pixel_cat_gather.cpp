@@ -5,10 +5,8 @@
 // - AVX-512, a pixel's channels in at most 8 registers (ShuffleNet v2's 58 + 58): registers are
 //   loaded from both rows and each output vector is built from them by permutes, as
 //   pixel_gather.cpp does for one row;
-// - AVX2, any channel count: 8 pixels' channels are transposed into a small table of channel
-//   columns (8 values each), whose columns are read in perm's order and transposed back into
-//   the 8 output rows; every load and store moves a whole vector, and the two inputs are just
-//   two ranges of columns (about 2x faster than the gathers there).
+// - AVX2, any channel count: tile transposes (pixel_transpose.h), the two inputs being two ranges
+//   of a tile's units.
 // Other element sizes and CPUs copy each pixel's two rows into one dense row of a small buffer
 // and gather that with pixel_gather.cpp.
 #include "pixel_cat_gather.h"
@@ -16,6 +14,8 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include "pixel_transpose.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
@@ -81,137 +81,39 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
     // The padding lets every pixel of the buffer take the SIMD path: its "last pixel" lies past
     // the block.
     gather_pixels(buffer.data(), dst + p * row_bytes, perm, perm32, 0, count, count, c,
-                  element_size, isa);
+                  element_size, isa, gathers_are_fast());
   }
 }
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 
-// In-register transpose of an 8 x 8 block of 32-bit values (r[i][j] <-> r[j][i]).
-__attribute__((target("avx2"))) inline void transpose8x8(__m256 r[8]) {
-  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]);
-  const __m256 t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]);
-  const __m256 t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]);
-  const __m256 t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]);
-  const __m256 t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44);
-  const __m256 s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44);
-  const __m256 s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44);
-  const __m256 s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44);
-  const __m256 s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
-// Lanes [0, count) set: masked loads and stores touch no memory in the other lanes.
-__attribute__((target("avx2"))) inline __m256i first_lanes(int64_t count) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
-                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-// columns[j][i] = rows[i][j] for the `channels` channels of 8 pixel rows: column j is channel j
-// of the 8 pixels, 32 bytes, aligned.
-__attribute__((target("avx2"))) void rows_to_columns(const float* const rows[8], int64_t channels,
-                                                     float* columns) {
-  __m256 r[8];
-  int64_t k = 0;
-  for (; k + 8 <= channels; k += 8) {
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(rows[i] + k);
-    transpose8x8(r);
-    for (int j = 0; j < 8; ++j) _mm256_store_ps(columns + (k + j) * 8, r[j]);
-  }
-  if (k < channels) {
-    const int64_t tail = channels - k;
-    const __m256i mask = first_lanes(tail);
-    for (int i = 0; i < 8; ++i) r[i] = _mm256_maskload_ps(rows[i] + k, mask);
-    transpose8x8(r);
-    for (int64_t j = 0; j < tail; ++j) _mm256_store_ps(columns + (k + j) * 8, r[j]);
-  }
-}
-
-// rows[i][ch] = columns[perm[ch]][i] for the c output channels of 8 pixel rows.
-__attribute__((target("avx2"))) void columns_to_rows(const float* columns, const int32_t* perm32,
-                                                     int64_t c, float* const rows[8]) {
-  __m256 r[8];
-  int64_t k = 0;
-  for (; k + 8 <= c; k += 8) {
-    for (int j = 0; j < 8; ++j) r[j] = _mm256_load_ps(columns + perm32[k + j] * 8);
-    transpose8x8(r);
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(rows[i] + k, r[i]);
-  }
-  if (k < c) {
-    const int64_t tail = c - k;
-    for (int j = 0; j < 8; ++j) {
-      r[j] = j < tail ? _mm256_load_ps(columns + perm32[k + j] * 8) : _mm256_setzero_ps();
-    }
-    transpose8x8(r);
-    const __m256i mask = first_lanes(tail);
-    for (int i = 0; i < 8; ++i) _mm256_maskstore_ps(rows[i] + k, mask, r[i]);
-  }
-}
-
-void prefetch_rows(const float* const rows[8], int64_t ahead, int64_t bytes) {
-  for (int i = 0; i < 8; ++i) {
-    const char* row = reinterpret_cast<const char*>(rows[i]) + ahead;
-    for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
-  }
-}
-
-// 4-byte elements, 8 pixels at a time. A last block of fewer pixels repeats its last pixel in the
-// unused slots: that pixel is read and written again with the same values, inside this range.
-__attribute__((target("avx2"))) void transposed_pixels(const PixelRows& a, const PixelRows& b,
-                                                       char* dst, const int32_t* perm32,
-                                                       int64_t begin, int64_t end,
-                                                       int64_t inner) {
+// 4-byte elements, any channel count: tile transposes (pixel_transpose.h), 4 pixels at a time, the
+// two inputs being two ranges of the tile's units. A last tile of fewer pixels repeats its last
+// pixel, which is then read and written again with the same values, inside this range.
+void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int32_t* perm32,
+                       int64_t begin, int64_t end, int64_t inner) {
+  constexpr int kPixels = TileTranspose::kPixels;
   const int64_t c = a.channels + b.channels;
-  std::vector<float> storage(c * 8 + 8);  // + 8: room to align the columns to 32 bytes
-  float* columns = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(storage.data()) + 31) &
-                                            ~uintptr_t{31});
+  TileTranspose tiles(perm32, c, a.channels);
   RowCursor ra(a, 4, inner, begin);
   RowCursor rb(b, 4, inner, begin);
   float* out = reinterpret_cast<float*>(dst);
-  // Two blocks ahead, assuming the same image (a prefetch never faults, a wrong guess costs
-  // nothing).
-  const int64_t a_ahead = 16 * a.pixel_stride * 4;
-  const int64_t b_ahead = 16 * b.pixel_stride * 4;
-  const float* a_rows[8];
-  const float* b_rows[8];
-  float* out_rows[8];
-  for (int64_t p = begin; p < end; p += 8) {
-    const int64_t count = std::min<int64_t>(8, end - p);
-    for (int64_t i = 0; i < 8; ++i) {
-      if (i < count) {
-        a_rows[i] = reinterpret_cast<const float*>(ra.row());
-        b_rows[i] = reinterpret_cast<const float*>(rb.row());
-        out_rows[i] = out + (p + i) * c;
+  const float* a_rows[kPixels];
+  const float* b_rows[kPixels];
+  float* out_rows[kPixels];
+  for (int64_t p = begin; p < end; p += kPixels) {
+    for (int64_t i = 0; i < kPixels; ++i) {
+      a_rows[i] = reinterpret_cast<const float*>(ra.row());
+      b_rows[i] = reinterpret_cast<const float*>(rb.row());
+      out_rows[i] = out + std::min(p + i, end - 1) * c;
+      if (p + i + 1 < end) {  // past the range's last pixel the cursors stay on it
         ra.next();
         rb.next();
-      } else {
-        a_rows[i] = a_rows[count - 1];
-        b_rows[i] = b_rows[count - 1];
-        out_rows[i] = out_rows[count - 1];
       }
     }
-    // Reading 8 rows a vector at a time jumps around in memory, which the hardware prefetcher
-    // does not follow: fetch the rows of the block after next by hand (without it, about 1.4x
-    // slower on [32, 116 + 116, 14, 14] float32, which overflows the L2 cache).
-    prefetch_rows(a_rows, a_ahead, a.channels * 4);
-    prefetch_rows(b_rows, b_ahead, b.channels * 4);
-    rows_to_columns(a_rows, a.channels, columns);
-    rows_to_columns(b_rows, b.channels, columns + a.channels * 8);
-    columns_to_rows(columns, perm32, c, out_rows);
+    tiles.load(a_rows, 0);
+    tiles.load(b_rows, 1);
+    tiles.store(out_rows);
   }
 }
 

@@ -1,6 +1,7 @@
 // Per-pixel channel gather for channels_last tensors. A scalar loop moves one element per load of
 // perm, about 3x slower than a copy; hardware gathers (AVX2: 8 x 32-bit, AVX-512: 16 x 32-bit)
-// move a whole vector per instruction and bring the gather close to memory speed. The SIMD paths
+// move a whole vector per instruction and bring the gather close to memory speed on Intel; where
+// they are slow (AMD) 4-byte elements take tile transposes (pixel_transpose.cpp). The SIMD paths
 // are compiled with function-level target attributes and picked at run time, so the library still
 // runs on any x86-64 (and any other) CPU.
 #include "pixel_gather.h"
@@ -10,6 +11,7 @@
 #include <cstring>
 
 #include "../element.h"
+#include "pixel_transpose.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
@@ -253,15 +255,20 @@ __attribute__((target("avx2"))) void avx2_pixels(const char* src, char* dst,
 
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
-                   int64_t element_size, Isa isa) {
+                   int64_t element_size, Isa isa, bool gathers) {
 #ifdef AUTOSHUFFLE_X86_SIMD
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
+  if (isa == Isa::kAvx512 && element_size == 4 && c <= 16 * kMaxPermuteRegs) {
+    avx512_permute_dispatch(s, d, perm32, begin, end, c);
+    return;
+  }
+  if (isa != Isa::kScalar && element_size == 4 && !gathers) {
+    transpose_pixels(static_cast<const float*>(src), static_cast<float*>(dst), perm32, begin, end,
+                     c);
+    return;
+  }
   if (isa == Isa::kAvx512 && element_size <= 8) {
-    if (element_size == 4 && c <= 16 * kMaxPermuteRegs) {
-      avx512_permute_dispatch(s, d, perm32, begin, end, c);
-      return;
-    }
     // Narrow elements over-read: the array's last pixel goes to the scalar loop below.
     const int64_t simd_end = (element_size < 4 && end > last_pixel) ? last_pixel : end;
     switch (element_size) {
@@ -285,6 +292,7 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   (void)perm32;
   (void)last_pixel;
   (void)isa;
+  (void)gathers;
   scalar_dispatch(src, dst, perm, begin, end, c, element_size);
 }
 

@@ -11,9 +11,11 @@ namespace autoshuffle_ext::cpu {
 // `perm` (int64) and `perm32` (the same entries as int32) must hold entries in [0, c): the caller
 // range-checks them. `last_pixel` is the index of the array's final pixel; the SIMD paths for 1- and
 // 2-byte elements read a few bytes past each gathered element, so they leave that pixel to scalar
-// code and never touch memory outside the array.
+// code and never touch memory outside the array. With `gathers` false, 4-byte elements with C
+// above what fits in registers take tile transposes (pixel_transpose.h) instead of hardware
+// gathers; callers pass gathers_are_fast().
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
-                   int64_t element_size, Isa isa);
+                   int64_t element_size, Isa isa, bool gathers);
 
 }  // namespace autoshuffle_ext::cpu

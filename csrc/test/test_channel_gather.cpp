@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/pixel_gather.h"
 #include "cpu/plane_gather.h"
 #include "expect.h"
 
@@ -137,6 +138,36 @@ void test_plane_copies() {
   }
 }
 
+// The channels-last paths of every ISA this CPU has, with hardware gathers and with tile
+// transposes whatever the CPU would pick: channel counts around the transposes' 8-channel blocks
+// and the registers' 128, pixel counts around their 4-pixel tiles, split in two ranges.
+void test_pixel_paths() {
+  using autoshuffle_ext::cpu::Isa;
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
+    for (bool gathers : {false, true}) {
+      for (int64_t c : {1, 5, 8, 13, 129, 136, 232, 237, 480}) {
+        for (int64_t pixels : {1, 3, 4, 9}) {
+          const at::Tensor x = at::randn({pixels, c});
+          const at::Tensor perm = at::randperm(c, at::kLong);
+          const at::Tensor perm32 = perm.to(at::kInt);
+          at::Tensor out = at::zeros_like(x);
+          const int64_t split = pixels / 2;
+          for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, pixels}}) {
+            autoshuffle_ext::cpu::gather_pixels(
+                x.const_data_ptr(), out.mutable_data_ptr(), perm.const_data_ptr<int64_t>(),
+                perm32.const_data_ptr<int32_t>(), begin, end, pixels - 1, c, 4, isa, gathers);
+          }
+          expect(at::equal(out, x.index_select(1, perm)),
+                 "pixel gather (isa " + std::to_string(static_cast<int>(isa)) +
+                     (gathers ? ", gathers" : ", transposes") + "): " + std::to_string(pixels) +
+                     " pixels of " + std::to_string(c) + " channels");
+        }
+      }
+    }
+  }
+}
+
 // An empty tensor is dense in every format: the output takes the layout its strides show.
 void test_empty_keeps_format() {
   for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
@@ -196,6 +227,7 @@ int main() {
   test_values();
   test_register_boundaries();
   test_plane_copies();
+  test_pixel_paths();
   test_empty_keeps_format();
   test_errors();
   test_autograd();

@@ -1,0 +1,46 @@
+// Channels-last gather of 4-byte elements by tile transposes (AVX2), for CPUs whose hardware
+// gathers are slow (AMD Zen 4: a 16-lane vpgatherdd moves about 1 element per cycle). Four pixel
+// rows are transposed into units (one channel over the four pixels, 16 bytes) in a small table, the
+// units are read back in perm's order and transposed into the four output rows: the permutation
+// becomes a choice of addresses, and every load and store moves a whole vector.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "features.h"
+
+#ifdef AUTOSHUFFLE_X86_SIMD
+namespace autoshuffle_ext::cpu {
+
+class TileTranspose {
+ public:
+  static constexpr int kPixels = 4;
+
+  // Output channel ch takes channel perm32[ch] of the concatenated input rows: `channels_a` from
+  // the first input, then c - channels_a from the second (0 for a single input). perm32 must hold
+  // c entries in [0, c): the caller range-checks them.
+  TileTranspose(const int32_t* perm32, int64_t c, int64_t channels_a);
+
+  // Pass 1: the rows of 4 pixels of input `input` (0 or 1) into the table.
+  void load(const float* const rows[kPixels], int input);
+  // Pass 2: the 4 output rows, c channels each, from the table.
+  void store(float* const rows[kPixels]) const;
+
+ private:
+  int64_t c_;
+  int64_t channels_[2];
+  int64_t first_unit_[2];  // where each input's units start in the table
+  std::unique_ptr<float[]> storage_;
+  float* table_;                 // 32-byte aligned, 4 floats per unit
+  std::vector<int32_t> offset_;  // per output block of 8 channels, the 8 units' byte offsets
+};
+
+// channel_gather's pixel path with tile transposes: pixels [begin, end) of the dense [pixels, c]
+// arrays src and dst (4-byte elements).
+void transpose_pixels(const float* src, float* dst, const int32_t* perm32, int64_t begin,
+                      int64_t end, int64_t c);
+
+}  // namespace autoshuffle_ext::cpu
+#endif  // AUTOSHUFFLE_X86_SIMD
