@@ -255,7 +255,7 @@ __attribute__((target("avx2"))) void avx2_pixels(const char* src, char* dst,
 
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
-                   int64_t element_size, Isa isa, bool gathers) {
+                   int64_t element_size, Isa isa, bool gathers, bool stream) {
 #ifdef AUTOSHUFFLE_X86_SIMD
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
@@ -265,7 +265,7 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   }
   if (isa != Isa::kScalar && element_size == 4 && !gathers) {
     transpose_pixels(static_cast<const float*>(src), static_cast<float*>(dst), perm32, begin, end,
-                     c);
+                     c, stream);
     return;
   }
   if (isa == Isa::kAvx512 && element_size <= 8) {
@@ -293,6 +293,7 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   (void)last_pixel;
   (void)isa;
   (void)gathers;
+  (void)stream;
   scalar_dispatch(src, dst, perm, begin, end, c, element_size);
 }
 

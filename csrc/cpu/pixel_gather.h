@@ -13,9 +13,10 @@ namespace autoshuffle_ext::cpu {
 // 2-byte elements read a few bytes past each gathered element, so they leave that pixel to scalar
 // code and never touch memory outside the array. With `gathers` false, 4-byte elements with C
 // above what fits in registers take tile transposes (pixel_transpose.h) instead of hardware
-// gathers; callers pass gathers_are_fast().
+// gathers; callers pass gathers_are_fast(). `stream`: the transposes write whole vectors with
+// non-temporal stores, for outputs larger than the cache (stream_output()).
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
-                   int64_t element_size, Isa isa, bool gathers);
+                   int64_t element_size, Isa isa, bool gathers, bool stream);
 
 }  // namespace autoshuffle_ext::cpu

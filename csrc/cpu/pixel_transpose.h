@@ -25,8 +25,10 @@ class TileTranspose {
 
   // Pass 1: the rows of 4 pixels of input `input` (0 or 1) into the table.
   void load(const float* const rows[kPixels], int input);
-  // Pass 2: the 4 output rows, c channels each, from the table.
-  void store(float* const rows[kPixels]) const;
+  // Pass 2: the 4 output rows, c channels each, from the table. With `stream`, whole 32-byte
+  // aligned vectors go out as non-temporal stores (for outputs larger than the cache: no read for
+  // ownership); the caller then ends with _mm_sfence().
+  void store(float* const rows[kPixels], bool stream = false) const;
 
  private:
   int64_t c_;
@@ -38,9 +40,9 @@ class TileTranspose {
 };
 
 // channel_gather's pixel path with tile transposes: pixels [begin, end) of the dense [pixels, c]
-// arrays src and dst (4-byte elements).
+// arrays src and dst (4-byte elements); `stream` as for TileTranspose::store.
 void transpose_pixels(const float* src, float* dst, const int32_t* perm32, int64_t begin,
-                      int64_t end, int64_t c);
+                      int64_t end, int64_t c, bool stream);
 
 }  // namespace autoshuffle_ext::cpu
 #endif  // AUTOSHUFFLE_X86_SIMD

@@ -145,7 +145,7 @@ void test_pixel_paths() {
   using autoshuffle_ext::cpu::Isa;
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
     if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
-    for (bool gathers : {false, true}) {
+    for (auto [gathers, stream] : {std::pair{false, false}, {false, true}, {true, false}}) {
       for (int64_t c : {1, 5, 8, 13, 129, 136, 232, 237, 480}) {
         for (int64_t pixels : {1, 3, 4, 9}) {
           const at::Tensor x = at::randn({pixels, c});
@@ -156,11 +156,12 @@ void test_pixel_paths() {
           for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, pixels}}) {
             autoshuffle_ext::cpu::gather_pixels(
                 x.const_data_ptr(), out.mutable_data_ptr(), perm.const_data_ptr<int64_t>(),
-                perm32.const_data_ptr<int32_t>(), begin, end, pixels - 1, c, 4, isa, gathers);
+                perm32.const_data_ptr<int32_t>(), begin, end, pixels - 1, c, 4, isa, gathers,
+                stream);
           }
           expect(at::equal(out, x.index_select(1, perm)),
                  "pixel gather (isa " + std::to_string(static_cast<int>(isa)) +
-                     (gathers ? ", gathers" : ", transposes") + "): " + std::to_string(pixels) +
+                     (gathers ? ", gathers" : stream ? ", transposes, streamed" : ", transposes") + "): " + std::to_string(pixels) +
                      " pixels of " + std::to_string(c) + " channels");
         }
       }
