@@ -5,17 +5,9 @@
 #include <cstdint>
 
 #include "pixel_gather.h"
+#include "pixel_rows.h"
 
 namespace autoshuffle_ext::cpu {
-
-// The pixel rows of one input, strides in elements: pixel p = (n, s) = (p / inner, p % inner)
-// has its `channels` channels, consecutive, at data + n * batch_stride + s * pixel_stride.
-struct PixelRows {
-  const void* data;
-  int64_t channels;
-  int64_t batch_stride;
-  int64_t pixel_stride;
-};
 
 // Writes pixels [begin, end) of the dense [pixels, a.channels + b.channels] array dst. `perm`
 // (int64) and `perm32` (the same entries as int32) must hold entries in [0, a.channels +

@@ -8,9 +8,9 @@
 
 #include <c10/util/Exception.h>
 
-#include <cstring>
 
 #include "../element.h"
+#include "pixel_permute.h"
 #include "pixel_transpose.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
@@ -119,108 +119,6 @@ __attribute__((target("avx512f,avx512vl"))) void avx512_pixels(const char* src, 
   }
 }
 
-// AVX-512 for 4-byte elements and C <= 128: a pixel's channels fit in V = ceil(C/16) <= 8
-// registers, so each output vector is built in registers with one vpermt2d per register pair plus
-// blends, about 2x faster than 16-lane gathers while the tensor sits in cache. Larger C keeps the
-// gathers (the permutes per output vector grow with C, and big tensors are memory-bound anyway).
-// perm may repeat entries (validate=False): any mapping works. V is a template argument so the
-// sequence is fixed and branch-free: every pair is permuted for every output vector, whether or
-// not it contributes lanes.
-constexpr int kMaxPermuteRegs = 8;
-
-struct PermutePlan {
-  // idx[o][j]: for output vector o, the lane (0..31) of register pair j each output lane takes;
-  // mask[o][j]: the output lanes whose source lies in pair j.
-  alignas(64) int32_t idx[kMaxPermuteRegs][kMaxPermuteRegs / 2][16];
-  uint16_t mask[kMaxPermuteRegs][kMaxPermuteRegs / 2];
-};
-
-void build_permute_plan(const int32_t* perm32, int64_t c, PermutePlan& plan) {
-  std::memset(&plan, 0, sizeof(plan));
-  for (int64_t ch = 0; ch < c; ++ch) {
-    const int o = static_cast<int>(ch / 16), lane = static_cast<int>(ch % 16);
-    const int s = perm32[ch];
-    plan.idx[o][s / 32][lane] = s % 32;
-    plan.mask[o][s / 32] |= static_cast<uint16_t>(1u << lane);
-  }
-}
-
-// B pixels at a time: each index vector and mask is loaded once for all B (about 5% faster than
-// one pixel at a time at C = 116).
-template <int V, int B>
-__attribute__((target("avx512f"))) inline void avx512_permute_block(const int32_t* in,
-                                                                     int32_t* out,
-                                                                     const PermutePlan& plan,
-                                                                     int64_t c,
-                                                                     __mmask16 tail_mask) {
-  constexpr int kPairs = (V + 1) / 2;
-  __m512i r[B][2 * kPairs];
-  for (int b = 0; b < B; ++b) {
-    for (int j = 0; j < V - 1; ++j) r[b][j] = _mm512_loadu_si512(in + b * c + 16 * j);
-    r[b][V - 1] = _mm512_maskz_loadu_epi32(tail_mask, in + b * c + 16 * (V - 1));
-    if constexpr (V % 2) r[b][V] = _mm512_setzero_si512();
-  }
-  for (int o = 0; o < V; ++o) {
-    __m512i acc[B];
-    const __m512i idx0 = _mm512_load_si512(plan.idx[o][0]);
-    for (int b = 0; b < B; ++b) acc[b] = _mm512_permutex2var_epi32(r[b][0], idx0, r[b][1]);
-    for (int j = 1; j < kPairs; ++j) {
-      const __m512i idx = _mm512_load_si512(plan.idx[o][j]);
-      const __mmask16 m = plan.mask[o][j];
-      for (int b = 0; b < B; ++b) {
-        acc[b] = _mm512_mask_blend_epi32(
-            m, acc[b], _mm512_permutex2var_epi32(r[b][2 * j], idx, r[b][2 * j + 1]));
-      }
-    }
-    for (int b = 0; b < B; ++b) {
-      if (o < V - 1) {
-        _mm512_storeu_si512(out + b * c + 16 * o, acc[b]);
-      } else {
-        _mm512_mask_storeu_epi32(out + b * c + 16 * o, tail_mask, acc[b]);
-      }
-    }
-  }
-}
-
-template <int V>
-__attribute__((target("avx512f"))) void avx512_permute_pixels(const char* src, char* dst,
-                                                               const PermutePlan& plan,
-                                                               int64_t begin, int64_t end,
-                                                               int64_t c) {
-  // The last register (and the last output vector) is partial when C % 16 != 0: masked loads and
-  // stores touch no memory in masked-off lanes, so nothing outside the pixel is read or written.
-  const int tail = static_cast<int>(c - (V - 1) * 16);
-  const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail) - 1u);
-  const int32_t* in = reinterpret_cast<const int32_t*>(src);
-  int32_t* out = reinterpret_cast<int32_t*>(dst);
-  int64_t p = begin;
-  for (; p + 2 <= end; p += 2) {
-    avx512_permute_block<V, 2>(in + p * c, out + p * c, plan, c, tail_mask);
-  }
-  if (p < end) avx512_permute_block<V, 1>(in + p * c, out + p * c, plan, c, tail_mask);
-}
-
-void avx512_permute_dispatch(const char* src, char* dst, const int32_t* perm32, int64_t begin,
-                             int64_t end, int64_t c) {
-  PermutePlan plan;
-  build_permute_plan(perm32, c, plan);
-  switch ((c + 15) / 16) {
-#define AS_CASE(V)                                           \
-  case V:                                                    \
-    avx512_permute_pixels<V>(src, dst, plan, begin, end, c); \
-    return;
-    AS_CASE(1)
-    AS_CASE(2)
-    AS_CASE(3)
-    AS_CASE(4)
-    AS_CASE(5)
-    AS_CASE(6)
-    AS_CASE(7)
-    AS_CASE(8)
-#undef AS_CASE
-  }
-}
-
 // AVX2: whole vectors of 4- and 8-byte elements; the channel tail is scalar.
 template <int Bytes>
 __attribute__((target("avx2"))) void avx2_pixels(const char* src, char* dst,
@@ -259,8 +157,10 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
 #ifdef AUTOSHUFFLE_X86_SIMD
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
-  if (isa == Isa::kAvx512 && element_size == 4 && c <= 16 * kMaxPermuteRegs) {
-    avx512_permute_dispatch(s, d, perm32, begin, end, c);
+  if (isa == Isa::kAvx512 && element_size == 4 && permute_fits(c, 0)) {
+    // One input of dense rows (batch stride 0: permute_pixels then addresses them directly).
+    const PixelRows rows{src, c, 0, c};
+    permute_pixels(rows, PixelRows{nullptr, 0, 0, 0}, dst, perm32, begin, end, last_pixel + 1);
     return;
   }
   if (isa != Isa::kScalar && element_size == 4 && !gathers) {
