@@ -395,7 +395,7 @@ _ISA_CHECK = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.complex128]
     for dtype in dtypes:
-        for shape in [(2, 116, 3, 5), (1, 7, 2, 2), (3, 33, 1, 3), (1, 128, 3, 1)]:
+        for shape in [(2, 116, 3, 5), (1, 7, 2, 2), (3, 33, 1, 3), (1, 128, 3, 1), (2, 237, 3, 3)]:
             x = torch.randn(shape, generator=g).to(dtype).contiguous(
                 memory_format=torch.channels_last)
             perm = torch.randperm(shape[1], generator=g)
@@ -413,12 +413,14 @@ def test_narrower_cpu_paths(capability):
 
 
 @pytest.mark.parametrize(
-    "channels", [1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 97, 112, 116, 127, 128, 129, 144]
+    "channels",
+    [1, 2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 80, 97, 112, 116, 127, 128, 129, 136, 144, 237],
 )
-@pytest.mark.parametrize("pixels", [1, 2, 3, 7])
+@pytest.mark.parametrize("pixels", [1, 2, 3, 4, 5, 7])
 def test_channels_last_register_boundaries(channels, pixels):
     # Channels-last float32 with C <= 128 permutes whole pixels in registers (one template per
-    # register count, odd and even pixel counts, a partial last register); above it, gathers.
+    # register count, odd and even pixel counts, a partial last register); above it, tile
+    # transposes of 4 pixels and 8-channel blocks (hardware gathers on Intel).
     g = torch.Generator().manual_seed(channels * 10 + pixels)
     x = torch.randn(2, channels, pixels, 1, generator=g)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -434,4 +436,7 @@ def test_large_tensors_stream_exactly():
     g = torch.Generator().manual_seed(6)
     x = make_input((40, 256, 16, 16), torch.float32, "contiguous", g)  # 10 MiB
     perm = torch.randperm(256, generator=g)
+    assert torch.equal(OP(x, perm), x[:, perm])
+    # channels_last rows: the tile transposes stream whole aligned vectors.
+    x = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(OP(x, perm), x[:, perm])
