@@ -1,0 +1,128 @@
+// channel_gather's channels_last paths timed side by side in one process, one thread, float32:
+// memcpy (the floor), AVX-512 hardware gathers, tile transposes and (C <= 128) the register
+// permutation, called round-robin on the same buffers so that a noisy machine slows them alike.
+// It answers, on the CPU at hand, the question features.cpp's gathers_are_fast() settles by
+// vendor. Built with the C++ tests (CMakeLists.txt):
+//   build/cmake/bench_pixel_paths [rounds]
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cpu/features.h"
+#include "cpu/pixel_gather.h"
+#include "cpu/plane_gather.h"
+
+namespace {
+
+using autoshuffle_ext::cpu::Isa;
+
+std::string cpu_name() {
+  std::ifstream file("/proc/cpuinfo");
+  for (std::string line; std::getline(file, line);) {
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  }
+  return "unknown CPU";
+}
+
+double seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Candidate {
+  std::string name;
+  std::function<void()> run;
+  std::vector<double> times;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// One Markdown row: N x C x H x W as pixels = N * H * W rows of C channels.
+void time_shape(const char* label, int64_t pixels, int64_t c, int rounds) {
+  const at::Tensor x = at::randn({pixels, c});
+  const at::Tensor perm = at::randperm(c, at::kLong);
+  const at::Tensor perm32 = perm.to(at::kInt);
+  const at::Tensor expected = x.index_select(1, perm);
+  at::Tensor out = at::empty_like(x);
+  const void* src = x.const_data_ptr();
+  void* dst = out.mutable_data_ptr();
+  const int64_t* p = perm.const_data_ptr<int64_t>();
+  const int32_t* p32 = perm32.const_data_ptr<int32_t>();
+  const Isa widest = autoshuffle_ext::cpu::isa_supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kAvx2;
+  // C <= 128 takes the register permutation on AVX-512 whatever `gathers` says: time the AVX2
+  // paths there, where gathers and transposes both run.
+  const Isa isa = c <= 128 ? Isa::kAvx2 : widest;
+  // Streamed stores past half the cache, as channel_gather decides.
+  const bool stream = autoshuffle_ext::cpu::stream_output(pixels * c * 4);
+  auto path = [&](bool gathers, Isa which) {
+    return [=] {
+      autoshuffle_ext::cpu::gather_pixels(src, dst, p, p32, 0, pixels, pixels - 1, c, 4, which,
+                                          gathers, stream);
+    };
+  };
+  std::vector<Candidate> candidates = {
+      {"memcpy", [=] { std::memcpy(dst, src, pixels * c * 4); }, {}},
+      {"gathers", path(true, isa), {}},
+      {"transposes", path(false, isa), {}},
+  };
+  if (c <= 128 && widest == Isa::kAvx512) candidates.push_back({"registers", path(true, widest), {}});
+  for (auto& candidate : candidates) {
+    if (candidate.name == "memcpy") continue;
+    candidate.run();
+    if (!at::equal(out, expected)) {
+      std::printf("%s: %s gave wrong values\n", label, candidate.name.c_str());
+      std::exit(1);
+    }
+  }
+  for (int r = 0; r < rounds + 3; ++r) {
+    for (auto& candidate : candidates) {
+      const double start = seconds();
+      candidate.run();
+      if (r >= 3) candidate.times.push_back(seconds() - start);  // 3 warm-up rounds
+    }
+  }
+  const double floor = median(candidates[0].times);
+  const double gathers = median(candidates[1].times), transposes = median(candidates[2].times);
+  std::printf("| %s | %s | %.1f | %.2f | %.2f | ", label, isa == Isa::kAvx512 ? "AVX-512" : "AVX2",
+              floor * 1e6, gathers / floor, transposes / floor);
+  if (candidates.size() > 3) {
+    std::printf("%.2f", median(candidates[3].times) / floor);
+  } else {
+    std::printf("-");
+  }
+  std::printf(" | %.2f |\n", transposes / gathers);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rounds = argc > 1 ? std::atoi(argv[1]) : 200;
+  if (!autoshuffle_ext::cpu::isa_supported(Isa::kAvx2)) {
+    std::printf("this CPU has no AVX2: only the scalar path exists\n");
+    return 0;
+  }
+  at::manual_seed(0);
+  std::printf("%s, one thread, float32, median of %d round-robin rounds, ratios to memcpy\n\n",
+              cpu_name().c_str(), rounds);
+  std::printf(
+      "| shape | gathers, transposes | memcpy (us) | gathers / memcpy | transposes / memcpy | "
+      "registers (AVX-512) / memcpy | transposes / gathers |\n"
+      "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+  time_shape("1x116x28x28", 784, 116, rounds);
+  time_shape("64x240x16x16", 64 * 256, 240, rounds);
+  time_shape("64x480x8x8", 64 * 64, 480, rounds);
+  time_shape("32x232x14x14", 32 * 196, 232, rounds);
+  time_shape("32x116x28x28", 32 * 784, 116, rounds);
+  return 0;
+}
