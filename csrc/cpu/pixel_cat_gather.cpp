@@ -65,6 +65,7 @@ void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const 
   constexpr int kPixels = TileTranspose::kPixels;
   const int64_t c = a.channels + b.channels;
   TileTranspose tiles(perm32, c, a.channels);
+  const bool prefetch = (end - begin) * c * 4 >= TileTranspose::kPrefetchBytes;
   RowCursor ra(a, 4, inner, begin);
   RowCursor rb(b, 4, inner, begin);
   float* out = reinterpret_cast<float*>(dst);
@@ -80,6 +81,10 @@ void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const 
         ra.next();
         rb.next();
       }
+    }
+    if (prefetch) {  // the tile after next, assuming the same image
+      TileTranspose::prefetch(a_rows, 2 * kPixels * a.pixel_stride * 4, a.channels * 4);
+      TileTranspose::prefetch(b_rows, 2 * kPixels * b.pixel_stride * 4, b.channels * 4);
     }
     tiles.load(a_rows, 0);
     tiles.load(b_rows, 1);

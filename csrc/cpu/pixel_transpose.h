@@ -23,6 +23,18 @@ class TileTranspose {
   // c entries in [0, c): the caller range-checks them.
   TileTranspose(const int32_t* perm32, int64_t c, int64_t channels_a);
 
+  // Fetches `bytes` of each of a tile's rows, `ahead` bytes further on (a later tile of the same
+  // rows; a prefetch never faults, so a wrong guess costs nothing). Reading 4 rows a vector at a
+  // time jumps around in memory, which the hardware prefetcher does not follow; worth it from
+  // kPrefetchBytes of rows per thread, past the L2 cache (below, it cost up to 1.15x).
+  static void prefetch(const float* const rows[kPixels], int64_t ahead, int64_t bytes) {
+    for (int r = 0; r < kPixels; ++r) {
+      const char* row = reinterpret_cast<const char*>(rows[r]) + ahead;
+      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 3);
+    }
+  }
+  static constexpr int64_t kPrefetchBytes = int64_t{2} << 20;
+
   // Pass 1: the rows of 4 pixels of input `input` (0 or 1) into the table.
   void load(const float* const rows[kPixels], int input);
   // Pass 2: the 4 output rows, c channels each, from the table. With `stream`, whole 32-byte
