@@ -1,8 +1,8 @@
 // channel_gather's channels_last paths timed side by side in one process, one thread, float32:
 // memcpy (the floor), AVX-512 hardware gathers, tile transposes and (C <= 128) the register
 // permutation, called round-robin on the same buffers so that a noisy machine slows them alike.
-// It answers, on the CPU at hand, the question features.cpp's gathers_are_fast() settles by
-// vendor. Built with the C++ tests (CMakeLists.txt):
+// It checks, on the CPU at hand, the choice that gathers_are_faster() makes by a quick timing
+// when a process first gathers (printed first). Built with the C++ tests (CMakeLists.txt):
 //   build/cmake/bench_pixel_paths [rounds]
 #include <ATen/ATen.h>
 
@@ -113,8 +113,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   at::manual_seed(0);
-  std::printf("%s, one thread, float32, median of %d round-robin rounds, ratios to memcpy\n\n",
+  std::printf("%s, one thread, float32, median of %d round-robin rounds, ratios to memcpy\n",
               cpu_name().c_str(), rounds);
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
+    std::printf("channel_gather's own choice, %s: %s\n", isa == Isa::kAvx2 ? "AVX2" : "AVX-512",
+                autoshuffle_ext::cpu::gathers_are_faster(isa) ? "gathers" : "transposes");
+  }
+  std::printf("\n");
   std::printf(
       "| shape | gathers, transposes | memcpy (us) | gathers / memcpy | transposes / memcpy | "
       "registers (AVX-512) / memcpy | transposes / gathers |\n"

@@ -56,15 +56,6 @@ Isa kernel_isa() {
   return isa;
 }
 
-bool gathers_are_fast() {
-#ifdef AUTOSHUFFLE_X86_SIMD
-  static const bool intel = __builtin_cpu_is("intel");
-  return intel;
-#else
-  return false;
-#endif
-}
-
 int64_t last_level_cache_bytes() {
   static const int64_t bytes = read_last_level_cache_bytes();
   return bytes;

@@ -22,11 +22,6 @@ bool isa_supported(Isa isa);
 // ATEN_CPU_CAPABILITY=default / avx2 forces (and tests) the narrower paths. Read once.
 Isa kernel_isa();
 
-// Whether the CPU's hardware gathers move data near copy speed: Intel's do (the channels-last
-// gathers met their targets on a Sapphire Rapids Xeon); AMD Zen 4's move about 1 element per
-// cycle, and tile transposes (pixel_transpose.h) replace them there and on other CPUs. Read once.
-bool gathers_are_fast();
-
 // The size of the last-level cache in bytes (Linux sysfs, cpu0), or 0 when unknown. Read once.
 int64_t last_level_cache_bytes();
 

@@ -51,7 +51,7 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
     // The padding lets every pixel of the buffer take the SIMD path: its "last pixel" lies past
     // the block.
     gather_pixels(buffer.data(), dst + p * row_bytes, perm, perm32, 0, count, count, c,
-                  element_size, isa, gathers_are_fast(), false);
+                  element_size, isa, gathers_are_faster(isa), false);
   }
 }
 

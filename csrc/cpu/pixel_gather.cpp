@@ -1,12 +1,17 @@
 // Per-pixel channel gather for channels_last tensors. A scalar loop moves one element per load of
 // perm, about 3x slower than a copy; hardware gathers (AVX2: 8 x 32-bit, AVX-512: 16 x 32-bit)
 // move a whole vector per instruction and bring the gather close to memory speed on Intel; where
-// they are slow (AMD) 4-byte elements take tile transposes (pixel_transpose.cpp). The SIMD paths
+// they are slower than tile transposes (pixel_transpose.cpp; AMD, timed once per process) 4-byte
+// elements take those. The SIMD paths
 // are compiled with function-level target attributes and picked at run time, so the library still
 // runs on any x86-64 (and any other) CPU.
 #include "pixel_gather.h"
 
 #include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
 
 
 #include "../element.h"
@@ -195,6 +200,52 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
   (void)gathers;
   (void)stream;
   scalar_dispatch(src, dst, perm, begin, end, c, element_size);
+}
+
+namespace {
+
+// The faster path's answer for `isa`: 64 pixels of 240 channels (60 KB each way, in L2), each
+// path run 9 times alternately, the best time of each compared (the minimum shrugs off a noisy
+// neighbour's interruptions).
+bool time_gathers_against_transposes(Isa isa) {
+  constexpr int64_t kPixels = 64, kChannels = 240;
+  std::vector<float> src(kPixels * kChannels), dst(kPixels * kChannels);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  std::vector<int64_t> perm(kChannels);
+  std::vector<int32_t> perm32(kChannels);
+  for (int64_t ch = 0; ch < kChannels; ++ch) {
+    perm[ch] = (ch * 7 + 3) % kChannels;  // 7 is coprime to 240: a permutation
+    perm32[ch] = static_cast<int32_t>(perm[ch]);
+  }
+  double best[2] = {1e30, 1e30};
+  for (int round = 0; round < 9; ++round) {
+    for (int gathers = 0; gathers < 2; ++gathers) {
+      const auto start = std::chrono::steady_clock::now();
+      gather_pixels(src.data(), dst.data(), perm.data(), perm32.data(), 0, kPixels, kPixels - 1,
+                    kChannels, 4, isa, gathers == 1, false);
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+      best[gathers] = std::min(best[gathers], took.count());
+    }
+  }
+  return best[1] < best[0];
+}
+
+}  // namespace
+
+bool gathers_are_faster(Isa isa) {
+  if (!isa_supported(isa)) return false;
+  switch (isa) {
+    case Isa::kAvx512: {
+      static const bool faster = time_gathers_against_transposes(Isa::kAvx512);
+      return faster;
+    }
+    case Isa::kAvx2: {
+      static const bool faster = time_gathers_against_transposes(Isa::kAvx2);
+      return faster;
+    }
+    default:
+      return false;  // no SIMD: neither path exists
+  }
 }
 
 }  // namespace autoshuffle_ext::cpu

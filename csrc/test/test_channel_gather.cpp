@@ -169,6 +169,21 @@ void test_pixel_paths() {
   }
 }
 
+// The channels-last path choice is timed once per ISA and then fixed; without SIMD there is none.
+void test_path_choice_is_stable() {
+  using autoshuffle_ext::cpu::Isa;
+  using autoshuffle_ext::cpu::gathers_are_faster;
+  expect(!gathers_are_faster(Isa::kScalar), "no gathers without SIMD");
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+    const bool first = gathers_are_faster(isa);
+    for (int i = 0; i < 3; ++i) {
+      expect(gathers_are_faster(isa) == first,
+             "the path choice of isa " + std::to_string(static_cast<int>(isa)) + " is fixed");
+    }
+    if (!autoshuffle_ext::cpu::isa_supported(isa)) expect(!first, "no gathers on a missing ISA");
+  }
+}
+
 // An empty tensor is dense in every format: the output takes the layout its strides show.
 void test_empty_keeps_format() {
   for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
@@ -229,6 +244,7 @@ int main() {
   test_register_boundaries();
   test_plane_copies();
   test_pixel_paths();
+  test_path_choice_is_stable();
   test_empty_keeps_format();
   test_errors();
   test_autograd();
