@@ -1,6 +1,7 @@
-// channel_gather's channels_last paths timed side by side in one process, one thread, float32:
-// memcpy (the floor), AVX-512 hardware gathers, tile transposes and (C <= 128) the register
-// permutation, called round-robin on the same buffers so that a noisy machine slows them alike.
+// channel_gather's channels_last paths timed side by side in one process, one thread, float32
+// and bfloat16: memcpy (the floor), hardware gathers, tile transposes and (float32, C <= 128) the
+// register permutation, called round-robin on the same buffers so that a noisy machine slows them
+// alike.
 // It checks, on the CPU at hand, the choice that gathers_are_faster() makes by a quick timing
 // when a process first gathers (printed first). Built with the C++ tests (CMakeLists.txt):
 //   build/cmake/bench_pixel_paths [rounds]
@@ -49,8 +50,9 @@ double median(std::vector<double> v) {
 }
 
 // One Markdown row: N x C x H x W as pixels = N * H * W rows of C channels.
-void time_shape(const char* label, int64_t pixels, int64_t c, int rounds) {
-  const at::Tensor x = at::randn({pixels, c});
+void time_shape(const char* label, int64_t pixels, int64_t c, at::ScalarType dtype, int rounds) {
+  const at::Tensor x = at::randn({pixels, c}).to(dtype);
+  const int64_t e = x.element_size();
   const at::Tensor perm = at::randperm(c, at::kLong);
   const at::Tensor perm32 = perm.to(at::kInt);
   const at::Tensor expected = x.index_select(1, perm);
@@ -60,23 +62,24 @@ void time_shape(const char* label, int64_t pixels, int64_t c, int rounds) {
   const int64_t* p = perm.const_data_ptr<int64_t>();
   const int32_t* p32 = perm32.const_data_ptr<int32_t>();
   const Isa widest = autoshuffle_ext::cpu::isa_supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kAvx2;
-  // C <= 128 takes the register permutation on AVX-512 whatever `gathers` says: time the AVX2
-  // paths there, where gathers and transposes both run.
-  const Isa isa = c <= 128 ? Isa::kAvx2 : widest;
+  // 4-byte C <= 128 takes the register permutation on AVX-512 whatever `gathers` says: time the
+  // AVX2 paths there, where gathers and transposes both run.
+  const bool registers = e == 4 && c <= 128;
+  const Isa isa = registers ? Isa::kAvx2 : widest;
   // Streamed stores past half the cache, as channel_gather decides.
-  const bool stream = autoshuffle_ext::cpu::stream_output(pixels * c * 4);
+  const bool stream = autoshuffle_ext::cpu::stream_output(pixels * c * e);
   auto path = [&](bool gathers, Isa which) {
     return [=] {
-      autoshuffle_ext::cpu::gather_pixels(src, dst, p, p32, 0, pixels, pixels - 1, c, 4, which,
+      autoshuffle_ext::cpu::gather_pixels(src, dst, p, p32, 0, pixels, pixels - 1, c, e, which,
                                           gathers, stream);
     };
   };
   std::vector<Candidate> candidates = {
-      {"memcpy", [=] { std::memcpy(dst, src, pixels * c * 4); }, {}},
+      {"memcpy", [=] { std::memcpy(dst, src, pixels * c * e); }, {}},
       {"gathers", path(true, isa), {}},
       {"transposes", path(false, isa), {}},
   };
-  if (c <= 128 && widest == Isa::kAvx512) candidates.push_back({"registers", path(true, widest), {}});
+  if (registers && widest == Isa::kAvx512) candidates.push_back({"registers", path(true, widest), {}});
   for (auto& candidate : candidates) {
     if (candidate.name == "memcpy") continue;
     candidate.run();
@@ -94,8 +97,9 @@ void time_shape(const char* label, int64_t pixels, int64_t c, int rounds) {
   }
   const double floor = median(candidates[0].times);
   const double gathers = median(candidates[1].times), transposes = median(candidates[2].times);
-  std::printf("| %s | %s | %.1f | %.2f | %.2f | ", label, isa == Isa::kAvx512 ? "AVX-512" : "AVX2",
-              floor * 1e6, gathers / floor, transposes / floor);
+  std::printf("| %s %s | %s | %.1f | %.2f | %.2f | ", label, c10::toString(dtype),
+              isa == Isa::kAvx512 ? "AVX-512" : "AVX2", floor * 1e6, gathers / floor,
+              transposes / floor);
   if (candidates.size() > 3) {
     std::printf("%.2f", median(candidates[3].times) / floor);
   } else {
@@ -113,22 +117,27 @@ int main(int argc, char** argv) {
     return 0;
   }
   at::manual_seed(0);
-  std::printf("%s, one thread, float32, median of %d round-robin rounds, ratios to memcpy\n",
+  std::printf("%s, one thread, median of %d round-robin rounds, ratios to memcpy\n",
               cpu_name().c_str(), rounds);
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
     if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
-    std::printf("channel_gather's own choice, %s: %s\n", isa == Isa::kAvx2 ? "AVX2" : "AVX-512",
-                autoshuffle_ext::cpu::gathers_are_faster(isa) ? "gathers" : "transposes");
+    for (int64_t e : {4, 2}) {
+      std::printf("channel_gather's own choice, %s, %d-byte elements: %s\n",
+                  isa == Isa::kAvx2 ? "AVX2" : "AVX-512", static_cast<int>(e),
+                  autoshuffle_ext::cpu::gathers_are_faster(isa, e) ? "gathers" : "transposes");
+    }
   }
   std::printf("\n");
   std::printf(
       "| shape | gathers, transposes | memcpy (us) | gathers / memcpy | transposes / memcpy | "
       "registers (AVX-512) / memcpy | transposes / gathers |\n"
       "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
-  time_shape("1x116x28x28", 784, 116, rounds);
-  time_shape("64x240x16x16", 64 * 256, 240, rounds);
-  time_shape("64x480x8x8", 64 * 64, 480, rounds);
-  time_shape("32x232x14x14", 32 * 196, 232, rounds);
-  time_shape("32x116x28x28", 32 * 784, 116, rounds);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    time_shape("1x116x28x28", 784, 116, dtype, rounds);
+    time_shape("64x240x16x16", 64 * 256, 240, dtype, rounds);
+    time_shape("64x480x8x8", 64 * 64, 480, dtype, rounds);
+    time_shape("32x232x14x14", 32 * 196, 232, dtype, rounds);
+    time_shape("32x116x28x28", 32 * 784, 116, dtype, rounds);
+  }
   return 0;
 }

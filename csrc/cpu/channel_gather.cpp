@@ -33,7 +33,7 @@ void gather_planes(const char* src, char* dst, const int64_t* perm, int64_t n, i
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t pixels, int64_t c, int64_t element_size) {
   const cpu::Isa isa = cpu::kernel_isa();
-  const bool gathers = cpu::gathers_are_faster(isa);
+  const bool gathers = cpu::gathers_are_faster(isa, element_size);
   const bool stream = cpu::stream_output(pixels * c * element_size);
   at::parallel_for(0, pixels, cpu::grain_for(c * element_size), [&](int64_t begin, int64_t end) {
     cpu::gather_pixels(src, dst, perm, perm32, begin, end, pixels - 1, c, element_size, isa,

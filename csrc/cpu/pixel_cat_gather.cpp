@@ -51,44 +51,45 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
     // The padding lets every pixel of the buffer take the SIMD path: its "last pixel" lies past
     // the block.
     gather_pixels(buffer.data(), dst + p * row_bytes, perm, perm32, 0, count, count, c,
-                  element_size, isa, gathers_are_faster(isa), false);
+                  element_size, isa, gathers_are_faster(isa, element_size), false);
   }
 }
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 
-// 4-byte elements, any channel count: tile transposes (pixel_transpose.h), 4 pixels at a time, the
-// two inputs being two ranges of the tile's units. A last tile of fewer pixels repeats its last
+// 2- and 4-byte elements, any channel count: tile transposes (pixel_transpose.h), P pixels at a
+// time, the two inputs being two ranges of the tile's units. A last tile of fewer pixels repeats its last
 // pixel, which is then read and written again with the same values, inside this range.
+template <int E>
 void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int32_t* perm32,
                        int64_t begin, int64_t end, int64_t inner) {
-  constexpr int kPixels = TileTranspose::kPixels;
+  using Tiles = TileTranspose<E>;
+  constexpr int kPixels = Tiles::kPixels;
   const int64_t c = a.channels + b.channels;
-  TileTranspose tiles(perm32, c, a.channels);
-  const bool prefetch = (end - begin) * c * 4 >= TileTranspose::kPrefetchBytes;
-  RowCursor ra(a, 4, inner, begin);
-  RowCursor rb(b, 4, inner, begin);
-  float* out = reinterpret_cast<float*>(dst);
-  const float* a_rows[kPixels];
-  const float* b_rows[kPixels];
-  float* out_rows[kPixels];
+  Tiles tiles(perm32, c, a.channels);
+  const bool prefetch = (end - begin) * c * E >= Tiles::kPrefetchBytes;
+  RowCursor ra(a, E, inner, begin);
+  RowCursor rb(b, E, inner, begin);
+  const char* a_rows[kPixels];
+  const char* b_rows[kPixels];
+  char* out_rows[kPixels];
   for (int64_t p = begin; p < end; p += kPixels) {
     for (int64_t i = 0; i < kPixels; ++i) {
-      a_rows[i] = reinterpret_cast<const float*>(ra.row());
-      b_rows[i] = reinterpret_cast<const float*>(rb.row());
-      out_rows[i] = out + std::min(p + i, end - 1) * c;
+      a_rows[i] = ra.row();
+      b_rows[i] = rb.row();
+      out_rows[i] = dst + std::min(p + i, end - 1) * c * E;
       if (p + i + 1 < end) {  // past the range's last pixel the cursors stay on it
         ra.next();
         rb.next();
       }
     }
     if (prefetch) {  // the tile after next, assuming the same image
-      TileTranspose::prefetch(a_rows, 2 * kPixels * a.pixel_stride * 4, a.channels * 4);
-      TileTranspose::prefetch(b_rows, 2 * kPixels * b.pixel_stride * 4, b.channels * 4);
+      Tiles::prefetch(a_rows, 2 * kPixels * a.pixel_stride * E, a.channels * E);
+      Tiles::prefetch(b_rows, 2 * kPixels * b.pixel_stride * E, b.channels * E);
     }
     tiles.load(a_rows, 0);
     tiles.load(b_rows, 1);
-    tiles.store(out_rows);
+    tiles.store(out_rows, false);
   }
 }
 
@@ -147,8 +148,12 @@ void cat_gather_pixels(const PixelRows& a, const PixelRows& b, void* dst, const 
     permute_pixels(a, b, d, perm32, begin, end, inner);
     return;
   }
-  if (element_size == 4 && isa != Isa::kScalar) {
-    transposed_pixels(a, b, d, perm32, begin, end, inner);
+  if (isa != Isa::kScalar && (element_size == 2 || element_size == 4)) {
+    if (element_size == 2) {
+      transposed_pixels<2>(a, b, d, perm32, begin, end, inner);
+    } else {
+      transposed_pixels<4>(a, b, d, perm32, begin, end, inner);
+    }
     return;
   }
 #endif

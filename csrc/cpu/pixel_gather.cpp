@@ -168,9 +168,8 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
     permute_pixels(rows, PixelRows{nullptr, 0, 0, 0}, dst, perm32, begin, end, last_pixel + 1);
     return;
   }
-  if (isa != Isa::kScalar && element_size == 4 && !gathers) {
-    transpose_pixels(static_cast<const float*>(src), static_cast<float*>(dst), perm32, begin, end,
-                     c, stream);
+  if (isa != Isa::kScalar && (element_size == 2 || element_size == 4) && !gathers) {
+    transpose_pixels(src, dst, perm32, begin, end, c, element_size, stream);
     return;
   }
   if (isa == Isa::kAvx512 && element_size <= 8) {
@@ -204,13 +203,15 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
 
 namespace {
 
-// The faster path's answer for `isa`: 64 pixels of 240 channels (60 KB each way, in L2), each
-// path run 9 times alternately, the best time of each compared (the minimum shrugs off a noisy
-// neighbour's interruptions).
+// The faster path's answer for `isa` and elements of E bytes: 64 pixels of 240 channels (in L2),
+// each path run 9 times alternately, the best time of each compared (the minimum shrugs off a
+// noisy neighbour's interruptions).
+template <int E>
 bool time_gathers_against_transposes(Isa isa) {
   constexpr int64_t kPixels = 64, kChannels = 240;
-  std::vector<float> src(kPixels * kChannels), dst(kPixels * kChannels);
-  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  // + 4 bytes: the 2-byte gathers read a little past each element (pixel_gather.h).
+  std::vector<char> src(kPixels * kChannels * E + 4), dst(kPixels * kChannels * E);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>(i * 7);
   std::vector<int64_t> perm(kChannels);
   std::vector<int32_t> perm32(kChannels);
   for (int64_t ch = 0; ch < kChannels; ++ch) {
@@ -221,8 +222,8 @@ bool time_gathers_against_transposes(Isa isa) {
   for (int round = 0; round < 9; ++round) {
     for (int gathers = 0; gathers < 2; ++gathers) {
       const auto start = std::chrono::steady_clock::now();
-      gather_pixels(src.data(), dst.data(), perm.data(), perm32.data(), 0, kPixels, kPixels - 1,
-                    kChannels, 4, isa, gathers == 1, false);
+      gather_pixels(src.data(), dst.data(), perm.data(), perm32.data(), 0, kPixels, kPixels,
+                    kChannels, E, isa, gathers == 1, false);
       const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
       best[gathers] = std::min(best[gathers], took.count());
     }
@@ -232,20 +233,19 @@ bool time_gathers_against_transposes(Isa isa) {
 
 }  // namespace
 
-bool gathers_are_faster(Isa isa) {
-  if (!isa_supported(isa)) return false;
-  switch (isa) {
-    case Isa::kAvx512: {
-      static const bool faster = time_gathers_against_transposes(Isa::kAvx512);
-      return faster;
-    }
-    case Isa::kAvx2: {
-      static const bool faster = time_gathers_against_transposes(Isa::kAvx2);
-      return faster;
-    }
-    default:
-      return false;  // no SIMD: neither path exists
+bool gathers_are_faster(Isa isa, int64_t element_size) {
+  if (!isa_supported(isa) || (element_size != 2 && element_size != 4)) return false;
+#define AS_CASE(ISA, E)                                                    \
+  if (isa == ISA && element_size == E) {                                   \
+    static const bool faster = time_gathers_against_transposes<E>(ISA); \
+    return faster;                                                         \
   }
+  AS_CASE(Isa::kAvx512, 4)
+  AS_CASE(Isa::kAvx512, 2)
+  AS_CASE(Isa::kAvx2, 4)
+  AS_CASE(Isa::kAvx2, 2)
+#undef AS_CASE
+  return false;  // no SIMD: no transposes
 }
 
 }  // namespace autoshuffle_ext::cpu

@@ -1,8 +1,8 @@
-// Channels-last gather of 4-byte elements by tile transposes (AVX2), for CPUs whose hardware
-// gathers are slow (AMD Zen 4: a 16-lane vpgatherdd moves about 1 element per cycle). Four pixel
-// rows are transposed into units (one channel over the four pixels, 16 bytes) in a small table, the
-// units are read back in perm's order and transposed into the four output rows: the permutation
-// becomes a choice of addresses, and every load and store moves a whole vector.
+// Channels-last gather of 2- and 4-byte elements by tile transposes (AVX2), for CPUs whose
+// hardware gathers are slow (AMD Zen 4: a 16-lane vpgatherdd moves about 1 element per cycle).
+// P = 16 / E pixel rows are transposed into units (one channel over the P pixels, 16 bytes) in a
+// small table, the units are read back in perm's order and transposed into the P output rows: the
+// permutation becomes a choice of addresses, and every load and store moves a whole vector.
 #pragma once
 
 #include <cstdint>
@@ -14,9 +14,12 @@
 #ifdef AUTOSHUFFLE_X86_SIMD
 namespace autoshuffle_ext::cpu {
 
+template <int E>  // element bytes, 2 or 4
 class TileTranspose {
  public:
-  static constexpr int kPixels = 4;
+  static_assert(E == 2 || E == 4);
+  static constexpr int kPixels = 16 / E;  // rows per tile: one 16-byte unit per channel
+  static constexpr int kBlock = 32 / E;   // channels per 256-bit register
 
   // Output channel ch takes channel perm32[ch] of the concatenated input rows: `channels_a` from
   // the first input, then c - channels_a from the second (0 for a single input). perm32 must hold
@@ -24,37 +27,36 @@ class TileTranspose {
   TileTranspose(const int32_t* perm32, int64_t c, int64_t channels_a);
 
   // Fetches `bytes` of each of a tile's rows, `ahead` bytes further on (a later tile of the same
-  // rows; a prefetch never faults, so a wrong guess costs nothing). Reading 4 rows a vector at a
+  // rows; a prefetch never faults, so a wrong guess costs nothing). Reading P rows a vector at a
   // time jumps around in memory, which the hardware prefetcher does not follow; worth it from
   // kPrefetchBytes of rows per thread, past the L2 cache (below, it cost up to 1.15x).
-  static void prefetch(const float* const rows[kPixels], int64_t ahead, int64_t bytes) {
+  static void prefetch(const char* const rows[kPixels], int64_t ahead, int64_t bytes) {
     for (int r = 0; r < kPixels; ++r) {
-      const char* row = reinterpret_cast<const char*>(rows[r]) + ahead;
-      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 3);
+      for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(rows[r] + ahead + off, 0, 3);
     }
   }
   static constexpr int64_t kPrefetchBytes = int64_t{2} << 20;
 
-  // Pass 1: the rows of 4 pixels of input `input` (0 or 1) into the table.
-  void load(const float* const rows[kPixels], int input);
-  // Pass 2: the 4 output rows, c channels each, from the table. With `stream`, whole 32-byte
+  // Pass 1: the rows of the tile's pixels from input `input` (0 or 1) into the table.
+  void load(const char* const rows[kPixels], int input);
+  // Pass 2: the tile's output rows, c channels each, from the table. With `stream`, whole 32-byte
   // aligned vectors go out as non-temporal stores (for outputs larger than the cache: no read for
   // ownership); the caller then ends with _mm_sfence().
-  void store(float* const rows[kPixels], bool stream = false) const;
+  void store(char* const rows[kPixels], bool stream) const;
 
  private:
   int64_t c_;
   int64_t channels_[2];
   int64_t first_unit_[2];  // where each input's units start in the table
-  std::unique_ptr<float[]> storage_;
-  float* table_;                 // 32-byte aligned, 4 floats per unit
-  std::vector<int32_t> offset_;  // per output block of 8 channels, the 8 units' byte offsets
+  std::unique_ptr<char[]> storage_;
+  char* table_;                  // 32-byte aligned, 16 bytes per unit
+  std::vector<int32_t> offset_;  // per output block of kBlock channels, the units' byte offsets
 };
 
 // channel_gather's pixel path with tile transposes: pixels [begin, end) of the dense [pixels, c]
-// arrays src and dst (4-byte elements); `stream` as for TileTranspose::store.
-void transpose_pixels(const float* src, float* dst, const int32_t* perm32, int64_t begin,
-                      int64_t end, int64_t c, bool stream);
+// arrays src and dst of `element_size` (2 or 4) bytes; `stream` as for TileTranspose::store.
+void transpose_pixels(const void* src, void* dst, const int32_t* perm32, int64_t begin,
+                      int64_t end, int64_t c, int64_t element_size, bool stream);
 
 }  // namespace autoshuffle_ext::cpu
 #endif  // AUTOSHUFFLE_X86_SIMD

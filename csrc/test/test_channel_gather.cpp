@@ -146,8 +146,8 @@ void test_pixel_paths() {
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
     if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
     for (auto [gathers, stream] : {std::pair{false, false}, {false, true}, {true, false}}) {
-      for (int64_t c : {1, 5, 8, 13, 129, 136, 232, 237, 480}) {
-        for (int64_t pixels : {1, 3, 4, 9}) {
+      for (int64_t c : {1, 5, 8, 13, 16, 17, 129, 136, 232, 237, 480}) {
+        for (int64_t pixels : {1, 3, 4, 9, 17}) {
           const at::Tensor x = at::randn({pixels, c});
           const at::Tensor perm = at::randperm(c, at::kLong);
           const at::Tensor perm32 = perm.to(at::kInt);
@@ -173,14 +173,17 @@ void test_pixel_paths() {
 void test_path_choice_is_stable() {
   using autoshuffle_ext::cpu::Isa;
   using autoshuffle_ext::cpu::gathers_are_faster;
-  expect(!gathers_are_faster(Isa::kScalar), "no gathers without SIMD");
+  expect(!gathers_are_faster(Isa::kScalar, 4), "no transposes without SIMD");
+  expect(!gathers_are_faster(Isa::kAvx2, 8), "no transposes of 8-byte elements");
   for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
-    const bool first = gathers_are_faster(isa);
-    for (int i = 0; i < 3; ++i) {
-      expect(gathers_are_faster(isa) == first,
-             "the path choice of isa " + std::to_string(static_cast<int>(isa)) + " is fixed");
+    for (int64_t size : {2, 4}) {
+      const bool first = gathers_are_faster(isa, size);
+      for (int i = 0; i < 3; ++i) {
+        expect(gathers_are_faster(isa, size) == first,
+               "the path choice of isa " + std::to_string(static_cast<int>(isa)) + " is fixed");
+      }
+      if (!autoshuffle_ext::cpu::isa_supported(isa)) expect(!first, "nothing on a missing ISA");
     }
-    if (!autoshuffle_ext::cpu::isa_supported(isa)) expect(!first, "no gathers on a missing ISA");
   }
 }
 
