@@ -5,7 +5,9 @@
 //   planes prefetched cost more than they gave on 784-byte planes);
 // - planes whose size is not a multiple of 64 bytes start mid-line, and a plain memcpy then splits
 //   every vector store across two lines: the AVX-512 copy stores whole aligned lines (masked head
-//   and tail), 1.05-1.2x faster than memcpy on 784-byte planes.
+//   and tail), 1.05-1.2x faster than memcpy on 784-byte planes. AVX2 does the same with two
+//   32-byte stores per line: 0.86-0.95x the time of a memcpy per plane on 256- to 3136-byte
+//   planes (one thread, Zen 4, in cache).
 #include "plane_gather.h"
 
 #include <algorithm>
@@ -46,6 +48,28 @@ __attribute__((target("avx512f,avx512bw"))) void copy_lines(const char* src, cha
     const __mmask64 m = (__mmask64{1} << (n - i)) - 1;
     _mm512_mask_storeu_epi8(dst + i, m, _mm512_maskz_loadu_epi8(m, src + i));
   }
+}
+
+// AVX2: the same, each whole line stored as two aligned 32-byte halves, the head and tail (under
+// a line each) by memcpy: a line is never written both by plain and by non-temporal stores (a
+// first version's overlapping unaligned head and tail made the streamed copy 4x slower on Zen 4).
+template <bool kStream>
+__attribute__((target("avx2"))) void copy_lines_avx2(const char* src, char* dst, int64_t n) {
+  const int64_t head = std::min<int64_t>(n, (64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64);
+  std::memcpy(dst, src, head);
+  int64_t i = head;
+  for (; i + 64 <= n; i += 64) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
+    if constexpr (kStream) {
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i), lo);
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + i + 32), hi);
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + i), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + i + 32), hi);
+    }
+  }
+  std::memcpy(dst + i, src + i, n - i);
 }
 
 #endif  // AUTOSHUFFLE_X86_SIMD
@@ -93,6 +117,15 @@ void gather_planes(const char* const* first, const int64_t* step, int64_t c, cha
       _mm_sfence();  // order the non-temporal stores before whatever reads dst next
     } else {
       copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines<false>);
+    }
+    return;
+  }
+  if (isa == Isa::kAvx2) {
+    if (stream) {
+      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines_avx2<true>);
+      _mm_sfence();  // as above
+    } else {
+      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines_avx2<false>);
     }
     return;
   }
