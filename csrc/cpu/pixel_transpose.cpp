@@ -1,6 +1,6 @@
 // Tile transposes for channels-last gathers (see pixel_transpose.h). Measured on AMD Zen 4,
 // float32, random perm: one thread into a preallocated output, 32x232x14x14 took 281 us against
-// 582 us for the 16-lane gathers; bench/pixel_paths.cpp, one thread, 0.47-0.77x the gathers' time.
+// 582 us for the 16-lane gathers; bench/gather_paths.cpp, one thread, 0.47-0.77x the gathers' time.
 // Standalone, one thread, 6 MB: 4-pixel tiles moved 4.5-5.5 G elements/s, the 8-pixel float32 tiles
 // cat_gather used before (three shuffle levels per transpose and masked tails) 2.0-2.5. Each
 // element is stored twice (table, output): on Zen 4 that keeps the tiles at about 1.6x a copy even
