@@ -1,6 +1,7 @@
 """channel_gather against what it replaces and what a user would write by hand.
 
-One group per (device, shape, memory format) over ShuffleNet activation shapes, float32:
+One group per (device, shape, memory format, dtype) over ShuffleNet activation shapes, float32
+and bfloat16:
 the raw op (no per-call validation), `F.channel_shuffle` (the fixed shuffle it replaces),
 `index_select`, advanced indexing `x[:, perm]`, and `x.clone()` (the memory-copy floor).
 Runs on CUDA too when it is available (timed with a synchronize after each call).
@@ -27,6 +28,7 @@ SHAPES = [
     ((32, 232, 14, 14), 2),
 ]
 FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -44,12 +46,14 @@ CANDIDATES = ["channel_gather", "channel_shuffle", "index_select", "advanced_ind
 
 
 @pytest.mark.parametrize("candidate", CANDIDATES)
+@pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("fmt", list(FORMATS))
 @pytest.mark.parametrize("shape,groups", SHAPES, ids=["x".join(map(str, s)) for s, _ in SHAPES])
 @pytest.mark.parametrize("device", DEVICES)
-def test_channel_gather(benchmark, device, shape, groups, fmt, candidate):
+def test_channel_gather(benchmark, device, shape, groups, fmt, dtype, candidate):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).to(device).contiguous(memory_format=FORMATS[fmt])
+    x = torch.randn(shape, generator=g).to(device, DTYPES[dtype])
+    x = x.contiguous(memory_format=FORMATS[fmt])
     perm = torch.randperm(shape[1], generator=g).to(device)
     fn = candidates(x, perm, groups)[candidate]
     # Same values as the indexing reference, and the same layout as the input.
@@ -64,6 +68,8 @@ def test_channel_gather(benchmark, device, shape, groups, fmt, candidate):
             inner()
             torch.cuda.synchronize()
 
-    benchmark.group = f"{device} {'x'.join(map(str, shape))} {fmt}"
-    benchmark.extra_info.update(device=device, shape=list(shape), format=fmt, candidate=candidate)
+    benchmark.group = f"{device} {'x'.join(map(str, shape))} {fmt} {dtype}"
+    benchmark.extra_info.update(
+        device=device, shape=list(shape), format=fmt, dtype=dtype, candidate=candidate
+    )
     benchmark(fn)

@@ -2,6 +2,7 @@
 (bench/round_robin.py), random permutations, float32, one Markdown row per shape and format:
 
     python -m bench.gather_ratios [--rounds 300] [--threads 2] [--format nchw channels_last]
+        [--dtype float32 bfloat16]
 
 channel_gather (the shapes of bench_channel_gather.py): its median in microseconds, then its
 ratios to `clone()` (the floor: issue targets <= 1.10 NCHW, <= 1.30 channels_last), to
@@ -26,9 +27,12 @@ GATHER = torch.ops.autoshuffle_ext.channel_gather.default
 CAT_GATHER = torch.ops.autoshuffle_ext.cat_gather.default
 
 
-def gather_row(shape, groups: int, fmt, rounds: int) -> str:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def gather_row(shape, groups: int, fmt, rounds: int, dtype=torch.float32) -> str:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).contiguous(memory_format=fmt)
+    x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
     perm = torch.randperm(shape[1], generator=g)
     assert torch.equal(GATHER(x, perm), x[:, perm])
     m = round_robin(
@@ -46,10 +50,12 @@ def gather_row(shape, groups: int, fmt, rounds: int) -> str:
     )
 
 
-def cat_gather_row(shape, fmt, rounds: int) -> str:
+def cat_gather_row(shape, fmt, rounds: int, dtype=torch.float32) -> str:
     n, c, h, w = shape
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(n, c, h, w, generator=g).contiguous(memory_format=fmt) for _ in "ab")
+    a, b = (
+        torch.randn(n, c, h, w, generator=g).to(dtype).contiguous(memory_format=fmt) for _ in "ab"
+    )
     perm = torch.randperm(2 * c, generator=g)
     assert torch.equal(CAT_GATHER(a, b, perm), torch.cat([a, b], 1)[:, perm])
     m = round_robin(
@@ -74,22 +80,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     formats = bench_channel_gather.FORMATS
     parser.add_argument("--format", nargs="+", choices=list(formats), default=list(formats))
+    parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["float32"])
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} thread(s), median of {args.rounds} round-robin rounds\n")
-    print("| channel_gather shape | format | us | / clone | / channel_shuffle | / index_select |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for name in args.format:
-        for shape, groups in bench_channel_gather.SHAPES:
-            row = gather_row(shape, groups, formats[name], args.rounds)
-            print(f"| {'x'.join(map(str, shape))} | {name} | {row} |", flush=True)
-    print("\n| cat_gather shape (each) | format | us | / cat | / cat+gather | / cat+shuffle |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
-    for name in args.format:
-        for shape in bench_cat_gather.SHAPES:
-            row = cat_gather_row(shape, formats[name], args.rounds)
-            print(f"| {'x'.join(map(str, shape))} | {name} | {row} |", flush=True)
+    print(
+        "| channel_gather shape | format | dtype | us | / clone | / channel_shuffle | "
+        "/ index_select |"
+    )
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for dtype in args.dtype:
+        for name in args.format:
+            for shape, groups in bench_channel_gather.SHAPES:
+                row = gather_row(shape, groups, formats[name], args.rounds, DTYPES[dtype])
+                print(f"| {'x'.join(map(str, shape))} | {name} | {dtype} | {row} |", flush=True)
+    print(
+        "\n| cat_gather shape (each) | format | dtype | us | / cat | / cat+gather | / cat+shuffle |"
+    )
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for dtype in args.dtype:
+        for name in args.format:
+            for shape in bench_cat_gather.SHAPES:
+                row = cat_gather_row(shape, formats[name], args.rounds, DTYPES[dtype])
+                print(f"| {'x'.join(map(str, shape))} | {name} | {dtype} | {row} |", flush=True)
 
 
 if __name__ == "__main__":
