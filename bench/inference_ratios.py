@@ -1,9 +1,11 @@
 """ShuffleNet inference with each shuffle variant, timed round-robin (bench/round_robin.py): one
 forward of every variant in turn, so that a shared, noisy machine slows them alike. Prints the
-median of each variant and its ratio to the model without a shuffle ("none", the floor of what a
-shuffle can cost), one Markdown row per (batch, layout, mode). The variants are bench_models.py's:
-fixed, none, frozen learned. `--mode compiled` times `torch.compile(fullgraph=True)` (inductor)
-models, compiled by two warm-up calls outside the timing.
+median of the model without a shuffle ("none", the floor of what a shuffle can cost) and each
+variant's ratio to it, one Markdown row per (batch, layout, mode). The variants are
+bench_models.py's: fixed, none, frozen learned (random permutations, the worst case) and frozen
+near-fixed (the fixed shuffle with 3 slot swaps per layer, where training from it ends).
+`--mode compiled` times `torch.compile(fullgraph=True)` (inductor) models, compiled by two
+warm-up calls outside the timing.
 
     python -m bench.inference_ratios [--model shufflenet_v2_x1_0] [--batch 1 32]
         [--layout nchw channels_last] [--mode eager compiled] [--rounds 40] [--threads 1]
@@ -23,7 +25,7 @@ import torch
 from bench.bench_models import LAYOUTS, inference_model
 from bench.round_robin import round_robin
 
-VARIANTS = ("none", "fixed", "frozen_learned")
+VARIANTS = ("none", "fixed", "frozen_learned", "frozen_near_fixed")
 MODES = ("eager", "compiled")
 
 
@@ -60,18 +62,18 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model}, 224x224, {torch.get_num_threads()} thread(s), {args.clock} clock, "
         f"median of {args.rounds} round-robin rounds"
     )
-    print("| batch | layout | mode | none (ms) | fixed (ms) | frozen learned (ms) | fixed / none "
-          "| frozen learned / none |")  # fmt: skip
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| batch | layout | mode | none (ms) | fixed / none | frozen learned / none "
+          "| frozen near-fixed / none |")  # fmt: skip
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for batch in args.batch:
         for layout in args.layout:
             for mode in args.mode:
                 torch._dynamo.reset()
                 m = medians(args.model, batch, layout, mode, args.rounds, clock)
-                none, fixed, frozen = (m[v] * 1e3 for v in VARIANTS)
+                none, fixed, frozen, near = (m[v] * 1e3 for v in VARIANTS)
                 print(
-                    f"| {batch} | {layout} | {mode} | {none:.2f} | {fixed:.2f} | {frozen:.2f} | "
-                    f"{fixed / none:.3f} | {frozen / none:.3f} |",
+                    f"| {batch} | {layout} | {mode} | {none:.2f} | {fixed / none:.3f} | "
+                    f"{frozen / none:.3f} | {near / none:.3f} |",
                     flush=True,
                 )
 

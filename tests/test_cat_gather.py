@@ -177,6 +177,22 @@ def test_channels_last_fixed_shuffle(ca, dtype):
     assert torch.equal(OP.default(a, b, swapped), reference_cat_gather(a, b, swapped))
 
 
+@pytest.mark.parametrize("ca", [8, 58, 116, 232])
+@pytest.mark.parametrize("moves", [1, 2, 3, 5, 1000])
+def test_channels_last_near_fixed_shuffle(ca, moves):
+    # A learned permutation a few slots from ShuffleNet's: the zip plus a patch of those output
+    # channels (up to 1/8 of them), or beyond that the general path; both exact.
+    g = torch.Generator().manual_seed(ca * 10 + moves)
+    perm = asx.fixed_shuffle_perm(2 * ca, 2)
+    for _ in range(moves):  # swap two random slots
+        i, j = torch.randint(0, 2 * ca, (2,), generator=g).tolist()
+        perm[[i, j]] = perm[[j, i]]
+    for pixels in (1, 5):
+        a = make_input((2, ca, pixels, 3), torch.float32, "chunk_cl", g)
+        b = make_input((2, ca, pixels, 3), torch.float32, "channels_last", g)
+        assert torch.equal(OP.default(a, b, perm), reference_cat_gather(a, b, perm))
+
+
 @pytest.mark.parametrize(
     "layout_a,layout_b,expected",
     [

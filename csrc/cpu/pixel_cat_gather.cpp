@@ -1,7 +1,8 @@
 // Per-pixel gather from two inputs (cat_gather, channels_last): dst[p] = cat(a[p], b[p])[perm].
 // Hardware gathers, channel_gather's way for wide rows, reach only about 1/4 of copy speed on
 // AMD Zen 4; 4-byte elements, the common case, avoid them:
-// - ShuffleNet's own shuffle (a and b interleaved): a zip, at about the concat's cost;
+// - ShuffleNet's own shuffle (a and b interleaved), or a permutation a few channels from it: a
+//   zip, at about the concat's cost, and a patch of those channels;
 // - AVX-512, a pixel's channels in at most 8 registers (ShuffleNet v2's 58 + 58): permutes in
 //   registers (pixel_permute.h), as channel_gather's rows of up to 128 channels;
 // - AVX2, any channel count: tile transposes (pixel_transpose.h), the two inputs being two ranges
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "pixel_permute.h"
@@ -93,21 +95,37 @@ void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const 
   }
 }
 
-// Whether perm is ShuffleNet's own 2-group shuffle of cat([a, b], 1) with equal halves:
-// 0, Ca, 1, Ca + 1, ..., i.e. a and b interleaved channel by channel.
-bool is_zip(const int32_t* perm32, int64_t ca, int64_t cb) {
-  if (ca != cb) return false;
-  for (int64_t i = 0; i < ca; ++i) {
-    if (perm32[2 * i] != i || perm32[2 * i + 1] != ca + i) return false;
+// ShuffleNet's own 2-group shuffle of cat([a, b], 1) with equal halves is a zip: 0, Ca, 1, Ca + 1,
+// ..., a and b interleaved channel by channel. A learned permutation trained from it mostly stays
+// there (a few of 1,080 slots moved in the runs of bench/RESULTS.md): it is run as the zip plus a
+// patch of the output channels where perm differs from it.
+struct Patch {
+  int64_t channel;  // output channel
+  int64_t source;   // its input channel in cat([a, b], 1)
+};
+
+// The patches that turn the zip into perm, or nullopt when a and b differ in size or perm is
+// further than kMaxPatchShare of its channels from the zip (beyond that the transposes win).
+constexpr int64_t kMaxPatchShare = 8;  // 1 / 8 of the channels
+
+std::optional<std::vector<Patch>> zip_patches(const int32_t* perm32, int64_t ca, int64_t cb) {
+  if (ca != cb) return std::nullopt;
+  std::vector<Patch> patches;
+  for (int64_t ch = 0; ch < 2 * ca; ++ch) {
+    const int64_t zip = ch % 2 ? ca + ch / 2 : ch / 2;
+    if (perm32[ch] == zip) continue;
+    if (static_cast<int64_t>(patches.size()) * kMaxPatchShare >= 2 * ca) return std::nullopt;
+    patches.push_back({ch, perm32[ch]});
   }
-  return true;
+  return patches;
 }
 
-// AVX2, 4-byte elements, ShuffleNet's own shuffle (is_zip): 8 channels of a and 8 of b zip into
-// 16 output channels with three shuffles, at about the concat's own cost.
+// AVX2, 4-byte elements: 8 channels of a and 8 of b zip into 16 output channels with three
+// shuffles, at about the concat's own cost; then the patches, while the row is in L1.
 __attribute__((target("avx2"))) void zipped_pixels(const PixelRows& a, const PixelRows& b,
                                                    char* dst, int64_t begin, int64_t end,
-                                                   int64_t inner) {
+                                                   int64_t inner,
+                                                   const std::vector<Patch>& patches) {
   const int64_t half = a.channels;
   RowCursor ra(a, 4, inner, begin);
   RowCursor rb(b, 4, inner, begin);
@@ -128,6 +146,10 @@ __attribute__((target("avx2"))) void zipped_pixels(const PixelRows& a, const Pix
       std::memcpy(out + 2 * k, x + k, 4);
       std::memcpy(out + 2 * k + 1, y + k, 4);
     }
+    for (const Patch& patch : patches) {
+      const float* from = patch.source < half ? x + patch.source : y + (patch.source - half);
+      std::memcpy(out + patch.channel, from, 4);
+    }
   }
 }
 
@@ -140,9 +162,11 @@ void cat_gather_pixels(const PixelRows& a, const PixelRows& b, void* dst, const 
                        int64_t element_size, Isa isa) {
   char* d = static_cast<char*>(dst);
 #ifdef AUTOSHUFFLE_X86_SIMD
-  if (element_size == 4 && isa != Isa::kScalar && is_zip(perm32, a.channels, b.channels)) {
-    zipped_pixels(a, b, d, begin, end, inner);
-    return;
+  if (element_size == 4 && isa != Isa::kScalar) {
+    if (const auto patches = zip_patches(perm32, a.channels, b.channels)) {
+      zipped_pixels(a, b, d, begin, end, inner, *patches);
+      return;
+    }
   }
   if (element_size == 4 && isa == Isa::kAvx512 && permute_fits(a.channels, b.channels)) {
     permute_pixels(a, b, d, perm32, begin, end, inner);
