@@ -1,10 +1,10 @@
 // Per-pixel channel gather for channels_last tensors. A scalar loop moves one element per load of
 // perm, about 3x slower than a copy; hardware gathers (AVX2: 8 x 32-bit, AVX-512: 16 x 32-bit)
-// move a whole vector per instruction and bring the gather close to memory speed on Intel; where
-// they are slower than tile transposes (pixel_transpose.cpp; AMD, timed once per process) 4-byte
-// elements take those. The SIMD paths
-// are compiled with function-level target attributes and picked at run time, so the library still
-// runs on any x86-64 (and any other) CPU.
+// move a whole vector per instruction and bring the gather close to memory speed on Intel. Where
+// they are slower than tile transposes (pixel_transpose.cpp; AMD, timed once per process), 2- and
+// 4-byte elements take those, and 4-byte rows that fit in AVX-512 registers are permuted there
+// (pixel_permute.cpp). The SIMD paths are compiled with function-level target attributes and
+// picked at run time, so the library still runs on any x86-64 (and any other) CPU.
 #include "pixel_gather.h"
 
 #include <c10/util/Exception.h>
@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <chrono>
 #include <vector>
-
 
 #include "../element.h"
 #include "pixel_permute.h"
