@@ -1,12 +1,12 @@
 // Per-pixel gather from two inputs (cat_gather, channels_last): dst[p] = cat(a[p], b[p])[perm].
-// Hardware gathers, channel_gather's way for wide rows, reach only about 1/4 of copy speed on
-// AMD Zen 4; 4-byte elements, the common case, avoid them:
+// Hardware gathers reach only about 1/4 of copy speed on AMD Zen 4; 2- and 4-byte elements, the
+// common cases, avoid them:
 // - ShuffleNet's own shuffle (a and b interleaved), or a permutation a few channels from it: a
 //   zip, at about the concat's cost, and a patch of those channels;
 // - AVX-512, a pixel's channels in at most 8 registers (ShuffleNet v2's 58 + 58): permutes in
 //   registers (pixel_permute.h), as channel_gather's rows of up to 128 channels;
-// - AVX2, any channel count: tile transposes (pixel_transpose.h), the two inputs being two ranges
-//   of a tile's units.
+// - AVX2, any channel count, 2- or 4-byte elements: tile transposes (pixel_transpose.h), the two
+//   inputs being two ranges of a tile's units.
 // Other element sizes and CPUs copy each pixel's two rows into one dense row of a small buffer
 // and gather that with pixel_gather.cpp.
 #include "pixel_cat_gather.h"
@@ -44,6 +44,7 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
   std::vector<char> buffer(std::min(block, end - begin) * row_bytes + kPackPadding);
   RowCursor ra(a, element_size, inner, begin);
   RowCursor rb(b, element_size, inner, begin);
+  const bool gathers = gathers_are_faster(isa, element_size);
   for (int64_t p = begin; p < end; p += block) {
     const int64_t count = std::min(block, end - p);
     for (int64_t i = 0; i < count; ++i, ra.next(), rb.next()) {
@@ -53,47 +54,11 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
     // The padding lets every pixel of the buffer take the SIMD path: its "last pixel" lies past
     // the block.
     gather_pixels(buffer.data(), dst + p * row_bytes, perm, perm32, 0, count, count, c,
-                  element_size, isa, gathers_are_faster(isa, element_size), false);
+                  element_size, isa, gathers, false);
   }
 }
 
 #ifdef AUTOSHUFFLE_X86_SIMD
-
-// 2- and 4-byte elements, any channel count: tile transposes (pixel_transpose.h), P pixels at a
-// time, the two inputs being two ranges of the tile's units. A last tile of fewer pixels repeats its last
-// pixel, which is then read and written again with the same values, inside this range.
-template <int E>
-void transposed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int32_t* perm32,
-                       int64_t begin, int64_t end, int64_t inner) {
-  using Tiles = TileTranspose<E>;
-  constexpr int kPixels = Tiles::kPixels;
-  const int64_t c = a.channels + b.channels;
-  Tiles tiles(perm32, c, a.channels);
-  const bool prefetch = (end - begin) * c * E >= Tiles::kPrefetchBytes;
-  RowCursor ra(a, E, inner, begin);
-  RowCursor rb(b, E, inner, begin);
-  const char* a_rows[kPixels];
-  const char* b_rows[kPixels];
-  char* out_rows[kPixels];
-  for (int64_t p = begin; p < end; p += kPixels) {
-    for (int64_t i = 0; i < kPixels; ++i) {
-      a_rows[i] = ra.row();
-      b_rows[i] = rb.row();
-      out_rows[i] = dst + std::min(p + i, end - 1) * c * E;
-      if (p + i + 1 < end) {  // past the range's last pixel the cursors stay on it
-        ra.next();
-        rb.next();
-      }
-    }
-    if (prefetch) {  // the tile after next, assuming the same image
-      Tiles::prefetch(a_rows, 2 * kPixels * a.pixel_stride * E, a.channels * E);
-      Tiles::prefetch(b_rows, 2 * kPixels * b.pixel_stride * E, b.channels * E);
-    }
-    tiles.load(a_rows, 0);
-    tiles.load(b_rows, 1);
-    tiles.store(out_rows, false);
-  }
-}
 
 // ShuffleNet's own 2-group shuffle of cat([a, b], 1) with equal halves is a zip: 0, Ca, 1, Ca + 1,
 // ..., a and b interleaved channel by channel. A learned permutation trained from it mostly stays
@@ -173,11 +138,7 @@ void cat_gather_pixels(const PixelRows& a, const PixelRows& b, void* dst, const 
     return;
   }
   if (isa != Isa::kScalar && (element_size == 2 || element_size == 4)) {
-    if (element_size == 2) {
-      transposed_pixels<2>(a, b, d, perm32, begin, end, inner);
-    } else {
-      transposed_pixels<4>(a, b, d, perm32, begin, end, inner);
-    }
+    transpose_pixels(a, b, d, perm32, begin, end, inner, element_size, false);
     return;
   }
 #endif

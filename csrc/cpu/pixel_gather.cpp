@@ -161,14 +161,14 @@ void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_
 #ifdef AUTOSHUFFLE_X86_SIMD
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
+  // One input of dense rows, all in one "image" (batch stride 0).
+  const PixelRows rows{src, c, 0, c}, none{nullptr, 0, 0, 0};
   if (isa == Isa::kAvx512 && element_size == 4 && permute_fits(c, 0)) {
-    // One input of dense rows (batch stride 0: permute_pixels then addresses them directly).
-    const PixelRows rows{src, c, 0, c};
-    permute_pixels(rows, PixelRows{nullptr, 0, 0, 0}, dst, perm32, begin, end, last_pixel + 1);
+    permute_pixels(rows, none, dst, perm32, begin, end, last_pixel + 1);
     return;
   }
   if (isa != Isa::kScalar && (element_size == 2 || element_size == 4) && !gathers) {
-    transpose_pixels(src, dst, perm32, begin, end, c, element_size, stream);
+    transpose_pixels(rows, none, dst, perm32, begin, end, last_pixel + 1, element_size, stream);
     return;
   }
   if (isa == Isa::kAvx512 && element_size <= 8) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "features.h"
+#include "pixel_rows.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 namespace autoshuffle_ext::cpu {
@@ -53,10 +54,12 @@ class TileTranspose {
   std::vector<int32_t> offset_;  // per output block of kBlock channels, the units' byte offsets
 };
 
-// channel_gather's pixel path with tile transposes: pixels [begin, end) of the dense [pixels, c]
-// arrays src and dst of `element_size` (2 or 4) bytes; `stream` as for TileTranspose::store.
-void transpose_pixels(const void* src, void* dst, const int32_t* perm32, int64_t begin,
-                      int64_t end, int64_t c, int64_t element_size, bool stream);
+// Pixels [begin, end) of the dense [pixels, c] array dst, dst[p] = cat(a[p], b[p])[perm32], with
+// tile transposes: channel_gather's rows (b empty) and cat_gather's. Elements of `element_size`
+// (2 or 4) bytes, c = a.channels + b.channels; `stream` as for TileTranspose::store.
+void transpose_pixels(const PixelRows& a, const PixelRows& b, void* dst, const int32_t* perm32,
+                      int64_t begin, int64_t end, int64_t inner, int64_t element_size,
+                      bool stream);
 
 }  // namespace autoshuffle_ext::cpu
 #endif  // AUTOSHUFFLE_X86_SIMD

@@ -111,22 +111,13 @@ void copy_planes(const char* const* first, const int64_t* step, int64_t c, char*
 void gather_planes(const char* const* first, const int64_t* step, int64_t c, char* dst,
                    int64_t begin, int64_t end, int64_t plane_bytes, Isa isa, bool stream) {
 #ifdef AUTOSHUFFLE_X86_SIMD
-  if (isa == Isa::kAvx512) {
-    if (stream) {
-      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines<true>);
-      _mm_sfence();  // order the non-temporal stores before whatever reads dst next
-    } else {
-      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines<false>);
-    }
-    return;
-  }
-  if (isa == Isa::kAvx2) {
-    if (stream) {
-      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines_avx2<true>);
-      _mm_sfence();  // as above
-    } else {
-      copy_planes(first, step, c, dst, begin, end, plane_bytes, copy_lines_avx2<false>);
-    }
+  if (isa != Isa::kScalar) {
+    const bool avx512 = isa == Isa::kAvx512;
+    using Copy = void (*)(const char*, char*, int64_t);
+    const Copy copy = stream ? (avx512 ? copy_lines<true> : copy_lines_avx2<true>)
+                             : (avx512 ? copy_lines<false> : copy_lines_avx2<false>);
+    copy_planes(first, step, c, dst, begin, end, plane_bytes, copy);
+    if (stream) _mm_sfence();  // order the non-temporal stores before whatever reads dst next
     return;
   }
 #endif
