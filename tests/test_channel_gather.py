@@ -440,3 +440,25 @@ def test_large_tensors_stream_exactly():
     # channels_last rows: the tile transposes stream whole aligned vectors.
     x = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(OP(x, perm), x[:, perm])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels,groups", [(24, 1), (232, 2), (240, 3), (48, 4), (240, 8)])
+@pytest.mark.parametrize("moved", [0, 2, 3, 40])
+def test_channels_last_near_shuffle(dtype, channels, groups, moved):
+    # A perm at or a few channels from F.channel_shuffle's (a frozen learned shuffle trained from
+    # it, or the fixed one converted to a gather) runs as the shuffle plus a patch of those
+    # channels, up to 1/8 of them (AVX-512); 40 moved channels are beyond that, and go the general
+    # paths. All exact, in channels_last.
+    g = torch.Generator().manual_seed(channels * 100 + groups * 10 + moved)
+    perm = asx.fixed_shuffle_perm(channels, groups)
+    moved = min(moved, channels)
+    at = torch.randperm(channels, generator=g)[:moved]
+    perm[at] = perm[at.roll(1)]
+    x = make_input((2, channels, 3, 5), dtype, "channels_last", g)
+    y = OP(x, perm)
+    assert torch.equal(y, x[:, perm])
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    # F.channel_shuffle itself, exactly.
+    if moved == 0 and groups > 1:
+        assert torch.equal(y, torch.nn.functional.channel_shuffle(x, groups))

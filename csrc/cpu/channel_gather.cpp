@@ -11,6 +11,7 @@
 #include "../channel_gather.h"
 #include "gather_common.h"
 #include "pixel_gather.h"
+#include "pixel_shuffle.h"
 #include "plane_gather.h"
 
 namespace autoshuffle_ext {
@@ -29,10 +30,20 @@ void gather_planes(const char* src, char* dst, const int64_t* perm, int64_t n, i
   });
 }
 
-// Channels-last [pixels, C]: every pixel's channel vector is gathered through perm.
+// Channels-last [pixels, C]: every pixel's channel vector is gathered through perm, as a shuffle
+// and a patch when perm is near one (pixel_shuffle.h).
 void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
                    int64_t pixels, int64_t c, int64_t element_size) {
   const cpu::Isa isa = cpu::kernel_isa();
+#ifdef AUTOSHUFFLE_X86_SIMD
+  if (isa == cpu::Isa::kAvx512) {
+    if (const auto shuffle = cpu::NearShuffle::find(perm32, c, element_size)) {
+      at::parallel_for(0, pixels, cpu::grain_for(c * element_size),
+                       [&](int64_t begin, int64_t end) { shuffle->run(src, dst, begin, end); });
+      return;
+    }
+  }
+#endif
   const bool gathers = cpu::gathers_are_faster(isa, element_size);
   const bool stream = cpu::stream_output(pixels * c * element_size);
   at::parallel_for(0, pixels, cpu::grain_for(c * element_size), [&](int64_t begin, int64_t end) {

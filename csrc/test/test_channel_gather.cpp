@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/pixel_gather.h"
+#include "cpu/pixel_shuffle.h"
 #include "cpu/plane_gather.h"
 #include "expect.h"
 
@@ -169,6 +170,69 @@ void test_pixel_paths() {
   }
 }
 
+// F.channel_shuffle's perm of c channels in `groups` groups with its entries at `moved` distinct
+// random positions rotated by one: exactly `moved` channels differ from the shuffle (moved != 1).
+at::Tensor near_shuffle_perm(int64_t c, int64_t groups, int64_t moved) {
+  at::Tensor perm = at::arange(c, at::kLong).view({groups, c / groups}).t().reshape({c});
+  if (moved < 2) return perm;
+  const at::Tensor at_ = at::randperm(c, at::kLong).slice(0, 0, moved);
+  perm.index_put_({at_}, perm.index({at_.roll(1)}));
+  return perm;
+}
+
+// The near-shuffle path, 2- and 4-byte elements: every group count it takes, channel counts
+// around its vectors (16 and 32 lanes) and their phases, 0 to c / 8 moved channels, split in two
+// ranges that end at the array's last pixel; and the perms it must decline.
+void test_near_shuffle() {
+#ifdef AUTOSHUFFLE_X86_SIMD
+  using autoshuffle_ext::cpu::NearShuffle;
+  if (!autoshuffle_ext::cpu::isa_supported(autoshuffle_ext::cpu::Isa::kAvx512)) return;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const int64_t e = dtype == at::kFloat ? 4 : 2;
+    for (int64_t groups = 1; groups <= NearShuffle::kMaxShuffleGroups; ++groups) {
+      for (int64_t c : {1, 2, 3, 6, 8, 15, 16, 24, 35, 40, 48, 56, 116, 120, 232, 240, 480}) {
+        if (c % groups) continue;
+        for (int64_t moved : {int64_t{0}, int64_t{2}, int64_t{3}, c / 8}) {
+          if (moved == 1 || moved > c / 8) continue;
+          for (int64_t pixels : {1, 3, 9}) {
+            const at::Tensor x = at::randn({pixels, c}).to(dtype);
+            const at::Tensor perm = near_shuffle_perm(c, groups, moved);
+            const at::Tensor perm32 = perm.to(at::kInt);
+            const std::string what = "near shuffle, " + std::to_string(e) + "-byte, " +
+                                     std::to_string(groups) + " groups of " + std::to_string(c) +
+                                     " channels, " + std::to_string(moved) + " moved, " +
+                                     std::to_string(pixels) + " pixels";
+            const auto shuffle = NearShuffle::find(perm32.const_data_ptr<int32_t>(), c, e);
+            expect(shuffle.has_value(), what + ": not found");
+            if (!shuffle) continue;
+            expect(static_cast<int64_t>(shuffle->patches().size()) <= moved,
+                   what + ": more patches than moved channels");
+            at::Tensor out = at::zeros_like(x);
+            for (auto [begin, end] :
+                 {std::pair<int64_t, int64_t>{0, pixels / 2}, {pixels / 2, pixels}}) {
+              shuffle->run(x.const_data_ptr(), out.mutable_data_ptr(), begin, end);
+            }
+            expect(at::equal(out, x.index_select(1, perm)), what);
+          }
+        }
+      }
+    }
+  }
+  const at::Tensor random = at::randperm(240, at::kInt);
+  expect(!NearShuffle::find(random.const_data_ptr<int32_t>(), 240, 4),
+         "near shuffle: a random perm of 240 taken");
+  const at::Tensor far = near_shuffle_perm(240, 3, 31).to(at::kInt);
+  expect(!NearShuffle::find(far.const_data_ptr<int32_t>(), 240, 4),
+         "near shuffle: 31 of 240 channels moved (over 1 / 8) taken");
+  const at::Tensor shuffle = near_shuffle_perm(240, 3, 0).to(at::kInt);
+  expect(!NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 8),
+         "near shuffle: 8-byte elements taken");
+  const auto found = NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 4);
+  expect(found && found->groups() == 3 && found->patches().empty(),
+         "near shuffle: the 3-group shuffle of 240 not found as such");
+#endif
+}
+
 // The channels-last path choice is timed once per ISA and then fixed; without SIMD there is none.
 void test_path_choice_is_stable() {
   using autoshuffle_ext::cpu::Isa;
@@ -247,6 +311,7 @@ int main() {
   test_register_boundaries();
   test_plane_copies();
   test_pixel_paths();
+  test_near_shuffle();
   test_path_choice_is_stable();
   test_empty_keeps_format();
   test_errors();
