@@ -2,11 +2,13 @@
 (bench/round_robin.py), random permutations, float32, one Markdown row per shape and format:
 
     python -m bench.gather_ratios [--rounds 300] [--threads 2] [--format nchw channels_last]
-        [--dtype float32 bfloat16]
+        [--dtype float32 bfloat16] [--perm random near]
 
 channel_gather (the shapes of bench_channel_gather.py): its median in microseconds, then its
 ratios to `clone()` (the floor: issue targets <= 1.10 NCHW, <= 1.30 channels_last), to
-`F.channel_shuffle` (<= 1.05) and to `index_select` (<= 1 / 1.8). cat_gather (the shapes of
+`F.channel_shuffle` (<= 1.05) and to `index_select` (<= 1 / 1.8). `--perm near` gathers by
+F.channel_shuffle's own perm with 3 pairs of channels swapped (where a learned shuffle trained from
+it ends), instead of a random perm. cat_gather (the shapes of
 bench_cat_gather.py): its median, then its ratios to `torch.cat` alone (the floor: what a v2 unit
 without a shuffle pays), to `torch.cat` + `channel_gather` and to `torch.cat` +
 `F.channel_shuffle` (the two passes it replaces).
@@ -19,7 +21,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-import autoshuffle_ext  # noqa: F401  (registers the ops)
+import autoshuffle_ext
 from bench import bench_cat_gather, bench_channel_gather
 from bench.round_robin import round_robin
 
@@ -30,10 +32,24 @@ CAT_GATHER = torch.ops.autoshuffle_ext.cat_gather.default
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def gather_row(shape, groups: int, fmt, rounds: int, dtype=torch.float32) -> str:
+def near_shuffle_perm(c: int, groups: int, g: torch.Generator, swaps: int = 3) -> torch.Tensor:
+    """F.channel_shuffle's perm of c channels with `swaps` random pairs of entries swapped."""
+    perm = autoshuffle_ext.fixed_shuffle_perm(c, groups)
+    for _ in range(swaps):
+        i, j = torch.randperm(c, generator=g)[:2].tolist()
+        perm[[i, j]] = perm[[j, i]]
+    return perm
+
+
+def gather_row(
+    shape, groups: int, fmt, rounds: int, dtype=torch.float32, perm_kind: str = "random"
+) -> str:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).to(dtype).contiguous(memory_format=fmt)
-    perm = torch.randperm(shape[1], generator=g)
+    if perm_kind == "near":
+        perm = near_shuffle_perm(shape[1], groups, g)
+    else:
+        perm = torch.randperm(shape[1], generator=g)
     assert torch.equal(GATHER(x, perm), x[:, perm])
     m = round_robin(
         {
@@ -81,20 +97,23 @@ def main(argv: list[str] | None = None) -> None:
     formats = bench_channel_gather.FORMATS
     parser.add_argument("--format", nargs="+", choices=list(formats), default=list(formats))
     parser.add_argument("--dtype", nargs="+", choices=list(DTYPES), default=["float32"])
+    parser.add_argument("--perm", nargs="+", choices=["random", "near"], default=["random"])
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} thread(s), median of {args.rounds} round-robin rounds\n")
     print(
-        "| channel_gather shape | format | dtype | us | / clone | / channel_shuffle | "
+        "| channel_gather shape | format | dtype | perm | us | / clone | / channel_shuffle | "
         "/ index_select |"
     )
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
     for dtype in args.dtype:
         for name in args.format:
-            for shape, groups in bench_channel_gather.SHAPES:
-                row = gather_row(shape, groups, formats[name], args.rounds, DTYPES[dtype])
-                print(f"| {'x'.join(map(str, shape))} | {name} | {dtype} | {row} |", flush=True)
+            for kind in args.perm:
+                for shape, groups in bench_channel_gather.SHAPES:
+                    row = gather_row(shape, groups, formats[name], args.rounds, DTYPES[dtype], kind)
+                    label = f"{'x'.join(map(str, shape))} | {name} | {dtype} | {kind}"
+                    print(f"| {label} | {row} |", flush=True)
     print(
         "\n| cat_gather shape (each) | format | dtype | us | / cat | / cat+gather | / cat+shuffle |"
     )
