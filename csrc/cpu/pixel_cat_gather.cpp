@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pixel_permute.h"
+#include "pixel_shuffle.h"
 #include "pixel_transpose.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
@@ -61,28 +62,12 @@ void packed_pixels(const PixelRows& a, const PixelRows& b, char* dst, const int6
 #ifdef AUTOSHUFFLE_X86_SIMD
 
 // ShuffleNet's own 2-group shuffle of cat([a, b], 1) with equal halves is a zip: 0, Ca, 1, Ca + 1,
-// ..., a and b interleaved channel by channel. A learned permutation trained from it mostly stays
-// there (a few of 1,080 slots moved in the runs of bench/RESULTS.md): it is run as the zip plus a
-// patch of the output channels where perm differs from it.
-struct Patch {
-  int64_t channel;  // output channel
-  int64_t source;   // its input channel in cat([a, b], 1)
-};
-
-// The patches that turn the zip into perm, or nullopt when a and b differ in size or perm is
-// further than kMaxPatchShare of its channels from the zip (beyond that the transposes win).
-constexpr int64_t kMaxPatchShare = 8;  // 1 / 8 of the channels
-
+// ..., a and b interleaved channel by channel. A perm at or near it (pixel_shuffle.h) is run as
+// the zip plus a patch of the output channels where it differs; nullopt when a and b differ in
+// size or perm is too far from the zip (beyond that the transposes win).
 std::optional<std::vector<Patch>> zip_patches(const int32_t* perm32, int64_t ca, int64_t cb) {
   if (ca != cb) return std::nullopt;
-  std::vector<Patch> patches;
-  for (int64_t ch = 0; ch < 2 * ca; ++ch) {
-    const int64_t zip = ch % 2 ? ca + ch / 2 : ch / 2;
-    if (perm32[ch] == zip) continue;
-    if (static_cast<int64_t>(patches.size()) * kMaxPatchShare >= 2 * ca) return std::nullopt;
-    patches.push_back({ch, perm32[ch]});
-  }
-  return patches;
+  return shuffle_patches(perm32, 2 * ca, 2);
 }
 
 // AVX2, 4-byte elements: 8 channels of a and 8 of b zip into 16 output channels with three

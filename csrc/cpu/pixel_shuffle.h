@@ -37,8 +37,7 @@ std::optional<std::vector<Patch>> shuffle_patches(const int32_t* perm32, int64_t
 // The gather of 2- or 4-byte elements by a perm near a shuffle of at most kMaxShuffleGroups groups,
 // with AVX-512 (F, BW): every vector of output channels is permuted out of one window of each
 // group's channels (groups loads and (groups + 1) / 2 two-source permutes per vector), then the
-// patches are copied. About 2 stores' worth of work per vector, where a tile transpose stores every
-// element twice and an arbitrary gather more.
+// patches are copied; a tile transpose stores every element twice.
 class NearShuffle {
  public:
   static constexpr int64_t kMaxShuffleGroups = 8;
