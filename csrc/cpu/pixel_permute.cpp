@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "static_count.h"
+
 namespace autoshuffle_ext::cpu {
 namespace {
 
@@ -145,21 +147,9 @@ void permute_pixels(const PixelRows& a, const PixelRows& b, void* dst, const int
                     int64_t begin, int64_t end, int64_t inner) {
   PermutePlan plan;
   build_permute_plan(perm32, a.channels, b.channels, plan);
-  switch (registers_for(a.channels) + registers_for(b.channels)) {
-#define AS_CASE(V)                                                               \
-  case V:                                                                        \
-    permute_outputs<V>(a, b, static_cast<char*>(dst), plan, begin, end, inner); \
-    return;
-    AS_CASE(1)
-    AS_CASE(2)
-    AS_CASE(3)
-    AS_CASE(4)
-    AS_CASE(5)
-    AS_CASE(6)
-    AS_CASE(7)
-    AS_CASE(8)
-#undef AS_CASE
-  }
+  with_count<kMaxPermuteRegs>(registers_for(a.channels) + registers_for(b.channels), [&](auto v) {
+    permute_outputs<decltype(v)::value>(a, b, static_cast<char*>(dst), plan, begin, end, inner);
+  });
 }
 
 }  // namespace autoshuffle_ext::cpu

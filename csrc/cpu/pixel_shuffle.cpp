@@ -10,6 +10,8 @@
 #include <cstring>
 #include <numeric>
 
+#include "static_count.h"
+
 #ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
 #endif
@@ -146,8 +148,9 @@ __attribute__((target("avx512f,avx512bw"))) void shuffle_rows(const char* src, c
     for (; f + kPeriod * L <= c; f += kPeriod * L) {
 #pragma GCC unroll 8
       for (int q = 0; q < kPeriod; ++q) {
-        _mm512_storeu_si512(out + (f + q * L) * E, shuffled_vector<E, kGroups>(in, f + q * L, (q * L) % kGroups, s,
-                                                             c, idx, mask));
+        const int64_t at = f + q * L;
+        _mm512_storeu_si512(out + at * E,
+                            shuffled_vector<E, kGroups>(in, at, (q * L) % kGroups, s, c, idx, mask));
       }
     }
     for (; f < c; f += L) {
@@ -161,27 +164,6 @@ __attribute__((target("avx512f,avx512bw"))) void shuffle_rows(const char* src, c
     for (const Patch& patch : patches) {
       std::memcpy(out + patch.channel * E, in + patch.source * E, E);
     }
-  }
-}
-
-template <int E>
-void shuffle_dispatch(const char* src, char* dst, int64_t begin, int64_t end, int64_t c,
-                      int64_t groups, const uint64_t* indices, const uint64_t* lanes,
-                      const std::vector<Patch>& patches) {
-  switch (groups) {
-#define AS_CASE(G)                                                                  \
-  case G:                                                                           \
-    shuffle_rows<E, G>(src, dst, begin, end, c, indices, lanes, patches); \
-    return;
-    AS_CASE(1)
-    AS_CASE(2)
-    AS_CASE(3)
-    AS_CASE(4)
-    AS_CASE(5)
-    AS_CASE(6)
-    AS_CASE(7)
-    AS_CASE(8)
-#undef AS_CASE
   }
 }
 
@@ -214,24 +196,30 @@ NearShuffle::NearShuffle(int64_t c, int64_t groups, int64_t element_size,
 std::optional<NearShuffle> NearShuffle::find(const int32_t* perm32, int64_t c,
                                              int64_t element_size) {
   if (element_size != 2 && element_size != 4) return std::nullopt;
-  std::optional<NearShuffle> best;
+  std::optional<std::vector<Patch>> best;
+  int64_t best_groups = 0;
   for (int64_t groups = 1; groups <= kMaxShuffleGroups; ++groups) {
     auto patches = shuffle_patches(perm32, c, groups);
-    if (patches && (!best || patches->size() < best->patches_.size())) {
-      best = NearShuffle(c, groups, element_size, std::move(*patches));
+    if (patches && (!best || patches->size() < best->size())) {
+      best = std::move(patches);
+      best_groups = groups;
     }
   }
-  return best;
+  if (!best) return std::nullopt;
+  return NearShuffle(c, best_groups, element_size, std::move(*best));
 }
 
 void NearShuffle::run(const void* src, void* dst, int64_t begin, int64_t end) const {
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
-  if (element_size_ == 4) {
-    shuffle_dispatch<4>(s, d, begin, end, c_, groups_, indices_.data(), lanes_.data(), patches_);
-  } else {
-    shuffle_dispatch<2>(s, d, begin, end, c_, groups_, indices_.data(), lanes_.data(), patches_);
-  }
+  with_count<kMaxShuffleGroups>(groups_, [&](auto groups) {
+    constexpr int kGroups = decltype(groups)::value;
+    if (element_size_ == 4) {
+      shuffle_rows<4, kGroups>(s, d, begin, end, c_, indices_.data(), lanes_.data(), patches_);
+    } else {
+      shuffle_rows<2, kGroups>(s, d, begin, end, c_, indices_.data(), lanes_.data(), patches_);
+    }
+  });
 }
 #endif  // AUTOSHUFFLE_X86_SIMD
 
