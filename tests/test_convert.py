@@ -149,5 +149,5 @@ def test_sites_that_cannot_be_converted_are_named():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match=r"kind must be one of .*, got 'shiny'"):
         asx.convert_shuffles(ModuleShuffleNet(), torch.randn(1, 3, 4, 4), "shiny")
-    with pytest.raises(TypeError, match=r"example_input must be a torch\.Tensor, got tuple"):
+    with pytest.raises(TypeError, match=r"example_input must be a torch\.Tensor.*got tuple"):
         asx.convert_shuffles(ModuleShuffleNet(), (1, 3, 4, 4))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..doubly_stochastic import permutation_matrix, project_doubly_stochastic_
-from ..ops.channel_gather import fixed_shuffle_perm
+from ..ops.channel_gather import check_permutation, fixed_shuffle_perm
 
 __all__ = ["DEFAULT_BLEND", "INITS", "initial_matrix"]
 
@@ -18,7 +18,7 @@ DEFAULT_BLEND = 0.99
 def initial_matrix(
     num_channels: int,
     groups: int | None = None,
-    init: str = "shuffle",
+    init: str | torch.Tensor = "shuffle",
     *,
     blend: float = DEFAULT_BLEND,
     noise: float = 1e-2,
@@ -33,15 +33,21 @@ def initial_matrix(
         "identity": the identity, blended the same way.
         "random": a random permutation (drawn from `generator`), blended the same way.
         "uniform": the uniform matrix 1/C (plus the noise).
+        a perm (1-D int64 tensor of C entries, `out[:, c] = x[:, perm[c]]`): that permutation,
+            blended the same way (a converted network's shuffle starts from the one it had).
     noise: relative multiplicative noise that breaks the symmetry between channels; the result is
         projected back onto the doubly stochastic matrices.
 
     Raises:
+        TypeError, ValueError: an init perm that is not a permutation of num_channels (see
+            `check_permutation`).
         ValueError: unknown init, num_channels < 1, blend outside [0, 1], noise < 0 or infinite, or
             init="shuffle" without a groups that divides num_channels.
     """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if isinstance(init, torch.Tensor):
+        check_permutation(init, num_channels, name="init")
+    elif init not in INITS:
+        raise ValueError(f"init must be one of {INITS} or a perm tensor, got {init!r}")
     if num_channels < 1:
         raise ValueError(f"num_channels must be >= 1, got {num_channels}")
     if not 0.0 <= blend <= 1.0:  # also False for NaN
@@ -52,7 +58,9 @@ def initial_matrix(
     if init == "uniform":
         M = uniform
     else:
-        if init == "shuffle":
+        if isinstance(init, torch.Tensor):
+            perm = init.detach().cpu()
+        elif init == "shuffle":
             if groups is None:
                 raise ValueError("init='shuffle' needs groups (the fixed shuffle's group count)")
             perm = fixed_shuffle_perm(num_channels, groups)

@@ -35,7 +35,8 @@ class LearnedShuffle(SoftShuffle):
         groups: the group count of the shuffle it replaces (needed by init="shuffle" and by the
             report of channels moved versus the fixed shuffle).
         init: "shuffle" (default: the fixed shuffle blended toward uniform), "identity",
-            "random" or "uniform"; see `initial_matrix`.
+            "random", "uniform", or a perm tensor to start from (blended the same way; the
+            report's "moved" then counts against it); see `initial_matrix`.
         penalty_weight: lambda, the factor of P(M) in `penalty()`.
         projection_iters: column/row scaling rounds of `project_` (then a short polish).
         blend, noise, generator: passed to `initial_matrix`.
@@ -53,7 +54,7 @@ class LearnedShuffle(SoftShuffle):
         self,
         num_channels: int,
         groups: int | None = None,
-        init: str = "shuffle",
+        init: str | torch.Tensor = "shuffle",
         penalty_weight: float = DEFAULT_PENALTY_WEIGHT,
         *,
         projection_iters: int = DEFAULT_SCALING_ITERS,
@@ -61,7 +62,7 @@ class LearnedShuffle(SoftShuffle):
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(num_channels, groups)
+        super().__init__(num_channels, groups, init if isinstance(init, torch.Tensor) else None)
         if not (math.isfinite(penalty_weight) and penalty_weight >= 0):
             raise ValueError(f"penalty_weight must be >= 0 and finite, got {penalty_weight}")
         if projection_iters < 0:

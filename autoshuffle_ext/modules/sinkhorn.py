@@ -52,7 +52,7 @@ class SinkhornShuffle(SoftShuffle):
         self,
         num_channels: int,
         groups: int | None = None,
-        init: str = "shuffle",
+        init: str | torch.Tensor = "shuffle",
         *,
         temperature: float = 1.0,
         iters: int = 10,
@@ -60,7 +60,7 @@ class SinkhornShuffle(SoftShuffle):
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__(num_channels, groups)
+        super().__init__(num_channels, groups, init if isinstance(init, torch.Tensor) else None)
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
         if iters < 1:

@@ -31,8 +31,12 @@ class SoftShuffle(LearnedStructure):
     num_channels: int
     groups: int | None
 
-    def __init__(self, num_channels: int, groups: int | None) -> None:
-        """Checks and records the shape.
+    def __init__(
+        self, num_channels: int, groups: int | None, reference: torch.Tensor | None = None
+    ) -> None:
+        """Checks and records the shape, and the permutation that the report's "moved" counts
+        against: `reference` (the perm a converted shuffle started from), else the fixed
+        shuffle of `groups`.
 
         Raises:
             TypeError: num_channels or groups not an int.
@@ -52,6 +56,12 @@ class SoftShuffle(LearnedStructure):
             )
         self.num_channels = num_channels
         self.groups = groups
+        if reference is None and groups is not None:
+            reference = fixed_shuffle_perm(num_channels, groups)
+        elif reference is not None:
+            reference = reference.detach().clone()
+        # Not in the state dict: checkpoints keep their keys; the constructor sets it again.
+        self.register_buffer("reference", reference, persistent=False)
 
     @abc.abstractmethod
     def matrix(self) -> torch.Tensor:
@@ -75,14 +85,14 @@ class SoftShuffle(LearnedStructure):
 
     def report(self) -> dict:
         """channels, penalty (P(M), unweighted), distance (to the rounded permutation), moved
-        (channels whose rounded source differs from the fixed shuffle's; None without groups)."""
+        (channels whose rounded source differs from `reference`: the start perm, or the fixed
+        shuffle; None without either)."""
         with torch.no_grad():
             matrix = self.matrix()
             perm = round_to_permutation(matrix)
             moved = None
-            if self.groups is not None:
-                fixed = fixed_shuffle_perm(self.num_channels, self.groups, device=perm.device)
-                moved = int((perm != fixed).sum())
+            if self.reference is not None:
+                moved = int((perm != self.reference.to(perm.device)).sum())
             return {
                 "channels": self.num_channels,
                 "penalty": float(l1l2_penalty(matrix)),
