@@ -11,13 +11,13 @@ tensor data), its children are converted one by one, and the module keeps its ow
 from __future__ import annotations
 
 import copy
-import inspect
 import operator
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 
 from .capture import VALUE, capture
 from .factory import SHUFFLE_KINDS, make_shuffle
@@ -31,8 +31,6 @@ __all__ = ["ConversionReport", "ConvertedSite", "ShuffleConversionError", "conve
 _LEAVES = (LearnedStructure, HardShuffle, FixedShuffle)
 # torch.nn modules whose code never holds a shuffle of the network's own: never traced into.
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ChannelShuffle)
-# Words without which a forward cannot permute channels (reshapes and splits alone do not).
-_PERMUTING_WORDS = ("shuffle", "transpose", "permute", "swapaxes", "swapdims", "movedim", ".t(")
 
 
 class ShuffleConversionError(ValueError):
@@ -61,6 +59,7 @@ class ConversionReport:
     sites: list[ConvertedSite] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     specialized: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # said, not warned: nothing was left behind
 
     def rows(self) -> list[dict]:
         return [vars(site) for site in self.sites]
@@ -78,25 +77,48 @@ class ConversionReport:
                 "input's: " + "; ".join(sorted(set(self.specialized)))
             )
         lines += [f"not converted: {why}" for why in self.skipped]
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+# Ops without which code cannot permute channels (reshapes and splits alone cannot).
+_PERMUTING = frozenset(
+    {"transpose", "permute", "channel_shuffle", "native_channel_shuffle", "swapaxes",
+     "swapdims", "movedim", "moveaxis", "t"}
+)  # fmt: skip
 
 
 @dataclass
 class _Calls:
-    """Every module's calls in one probe run: the first call's arguments, and each call's
-    tensor shapes."""
+    """Every module's calls in one probe run: the first call's arguments, each call's tensor
+    shapes, and how many permuting ops ran in the module's own code (not its children's)."""
 
     first: dict[int, tuple[tuple, dict]] = field(default_factory=dict)
     shapes: dict[int, set] = field(default_factory=dict)
+    permuting: dict[int, int] = field(default_factory=dict)
+
+
+class _CountPermuting(TorchFunctionMode):
+    def __init__(self, calls: _Calls, stack: list[nn.Module]) -> None:
+        super().__init__()
+        self.calls, self.stack = calls, stack
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.stack and getattr(func, "__name__", "") in _PERMUTING:
+            key = id(self.stack[-1])
+            self.calls.permuting[key] = self.calls.permuting.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
 
 
 def _probe(model: nn.Module, args: tuple) -> _Calls:
     calls = _Calls()
+    stack: list[nn.Module] = []
 
-    def record(module: nn.Module, margs: tuple, mkwargs: dict) -> None:
+    def enter(module: nn.Module, margs: tuple, mkwargs: dict) -> None:
         def detached(a):
             return a.detach().clone() if isinstance(a, torch.Tensor) else a
 
+        stack.append(module)
         key = id(module)
         if key not in calls.first:
             calls.first[key] = (
@@ -106,11 +128,17 @@ def _probe(model: nn.Module, args: tuple) -> _Calls:
         shapes = tuple(tuple(a.shape) for a in margs if isinstance(a, torch.Tensor))
         calls.shapes.setdefault(key, set()).add(shapes)
 
-    handles = [m.register_forward_pre_hook(record, with_kwargs=True) for m in model.modules()]
+    def leave(module: nn.Module, _args, _output) -> None:
+        stack.pop()
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(enter, with_kwargs=True))
+        handles.append(m.register_forward_hook(leave, always_call=True))
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _CountPermuting(calls, stack):
             model(*args)
     finally:
         model.train(was_training)
@@ -126,14 +154,17 @@ def _owner(node: fx.Node) -> str:
 
 
 def _code_place(node: fx.Node) -> str:
-    trace = (node.stack_trace or "").strip().splitlines()
-    for line in reversed(trace):
+    """'file.py:12 in function': the innermost frame of the user's code that made `node`."""
+    for line in reversed((node.stack_trace or "").splitlines()):
         line = line.strip()
-        if line.startswith("File "):
-            path, _, rest = line[len("File ") :].partition(", line ")
-            number, _, function = rest.partition(", in ")
-            file = path.strip('"').replace("\\", "/").rsplit("/", 1)[-1]
-            return f"{file}:{number} in {function}"
+        if not line.startswith("File "):
+            continue
+        path, _, rest = line[len("File ") :].partition(", line ")
+        path = path.strip('"').replace("\\", "/")
+        if "/torch/" in path or path.endswith("/modules/capture.py"):
+            continue
+        number, _, function = rest.partition(", in ")
+        return f"{path.rsplit('/', 1)[-1]}:{number} in {function}"
     return "?"
 
 
@@ -253,17 +284,21 @@ class _Pass:
         _keep_state(root, original)
 
     def _untraceable(self, module: nn.Module, prefix: str, error: Exception) -> None:
-        name = prefix or type(module).__name__
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        try:
-            source = inspect.getsource(type(module))
-        except (OSError, TypeError):
-            source = _PERMUTING_WORDS[0]  # unknown: assume it may shuffle
-        if any(word in source for word in _PERMUTING_WORDS):
+        reason = (str(error).strip().splitlines() or [""])[0]
+        what = (
+            f"{prefix or type(module).__name__}: {type(module).__name__} cannot be traced by "
+            f"torch.fx ({type(error).__name__}: {reason})"
+        )
+        permuting = self.calls.permuting.get(id(module), 0)
+        if permuting:
             self.report.skipped.append(
-                f"{name}: {type(module).__name__} cannot be traced by torch.fx "
-                f"({type(error).__name__}: {reason}); channel shuffles written in its own "
-                "forward, if any, were not converted (its submodules were)"
+                f"{what}, and its own code ran {permuting} permuting op(s) (transpose, permute, "
+                "channel_shuffle...): shuffles there were not converted (its submodules were)"
+            )
+        else:
+            self.report.notes.append(
+                f"{what}; its own code ran no permuting op on example_input, its submodules "
+                "were converted"
             )
         for child_name, child in module.named_children():
             if _is_plain_torch(child):
@@ -368,7 +403,8 @@ def convert_shuffles(
         if isinstance(module, nn.ChannelShuffle) and id(module) not in work.calls.first:
             report.skipped.append(f"module {name}: not reached by example_input")
     if not report.sites:
-        report.skipped.append(f"no channel shuffle found in {type(model).__name__}")
+        found = f"no channel shuffle found in {type(model).__name__}"
+        report.skipped.append(f"{found} ({'; '.join(report.notes)})" if report.notes else found)
     if verbose:
         print(report)
     if report.skipped:
