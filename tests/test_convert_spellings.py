@@ -334,3 +334,26 @@ def test_fixed_kind_keeps_each_sites_own_permutation():
     for kind in ("random", "none", "sinkhorn"):
         other, _ = convert(model, x, kind)
         assert other.eval()(x).shape == model(x).shape
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_the_packages_own_fixed_models_convert_like_any_network(version):
+    """ShuffleNet built with the fixed shuffle, then converted: the learned variant, starting at
+    the fixed shuffle (v2's units concat and shuffle in one `cat_shuffle` call)."""
+    torch.manual_seed(0)
+    if version == "v1":
+        model = asx.models.shufflenet_v1(3, 0.5, num_classes=10, stem="cifar")
+    else:
+        model = asx.models.shufflenet_v2(0.5, num_classes=10, stem="cifar")
+    model = trained_like(model, 32)
+    x = torch.randn(2, 3, 32, 32)
+    converted, report = convert(model, x[:1])
+    assert len(report.sites) == 16
+    expected = "shuffle g=3" if version == "v1" else "shuffle g=2 of a concat"
+    assert {site.what for site in report.sites} == {expected}
+    assert len(list(asx.structures(converted, asx.LearnedShuffle))) == 16
+    torch.testing.assert_close(asx.freeze(converted).eval()(x), model(x), rtol=0, atol=0)
+    # A frozen model converts back to learned, starting from its permutations.
+    again, report = convert(asx.freeze(converted).eval(), x[:1])
+    assert len(report.sites) == 16
+    torch.testing.assert_close(asx.freeze(again).eval()(x), model(x), rtol=0, atol=0)

@@ -14,6 +14,9 @@ from torch import nn
 from ..modules import cat_shuffle, make_shuffle
 from .stem import check_model_args, make_stem
 
+# One node when torch.fx traces a unit (convert_shuffles then sees the concat and shuffle whole).
+torch.fx.wrap("cat_shuffle")
+
 __all__ = ["V2_STAGE_CHANNELS", "ShuffleNetV2", "ShuffleNetV2Unit", "shufflenet_v2"]
 
 # width_mult -> [stem, stage2, stage3, stage4, conv5] output channels (the paper's Table 5).

@@ -20,6 +20,7 @@ from torch import fx, nn
 from torch.overrides import TorchFunctionMode
 
 from .capture import VALUE, capture
+from .cat_shuffle import cat_shuffle
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .hard import FixedShuffle, HardShuffle
 from .shuffle_sites import ShuffleSite, describe_permutation, find_shuffle_sites, shuffle_groups
@@ -209,7 +210,8 @@ class _Pass:
             return module
         modules = dict(module.named_modules())
         sites = find_shuffle_sites(captured.graph, modules)
-        if not sites:
+        fused = [n for n in captured.graph.nodes if _is_fused_cat_shuffle(n, module)]
+        if not sites and not fused:
             return module
         shapes = self.calls.shapes.get(id(module), set())
         if len(shapes) > 1:
@@ -222,6 +224,8 @@ class _Pass:
         graph_module = fx.GraphModule(module, captured.graph, class_name=type(module).__name__)
         for site in sites:
             self._replace(graph_module, modules, site, prefix)
+        for node in fused:
+            self._replace_fused(graph_module, node, prefix)
         self._tidy(graph_module, module)
         only = [n for n in graph_module.graph.nodes if n.op not in ("placeholder", "output")]
         if len(only) == 1 and only[0].op == "call_module" and prefix:
@@ -273,6 +277,25 @@ class _Pass:
             if not node.users:
                 graph.erase_node(node)
 
+    def _replace_fused(self, root: fx.GraphModule, node: fx.Node, prefix: str) -> None:
+        """`cat_shuffle(shuffle, a, b)` (the package's concat and shuffle in one pass): the
+        shuffle module it names is replaced under its own name."""
+        local = node.args[0].target
+        old = root.get_submodule(local)
+        new = make_shuffle(self.kind, old.num_channels, None, perm=old.perm, **self.options)
+        root.add_submodule(local, new)
+        self.claimed.add((id(root), local))
+        self.report.sites.append(
+            ConvertedSite(
+                name=".".join(p for p in (prefix, local) if p),
+                code=_code_place(node),
+                channels=old.num_channels,
+                what=describe_permutation(old.perm) + " of a concat",
+                spelling=f"cat_shuffle({type(old).__name__})",
+                became=type(new).__name__,
+            )
+        )
+
     def _tidy(self, root: fx.GraphModule, original: nn.Module) -> None:
         graph = root.graph
         for node in reversed(list(graph.nodes)):
@@ -281,7 +304,8 @@ class _Pass:
         graph.lint()
         root.recompile()
         root.delete_all_unused_submodules()
-        _keep_state(root, original)
+        replaced = {name for key, name in self.claimed if key == id(root)}
+        _keep_state(root, original, replaced)
 
     def _untraceable(self, module: nn.Module, prefix: str, error: Exception) -> None:
         reason = (str(error).strip().splitlines() or [""])[0]
@@ -313,17 +337,27 @@ class _Pass:
                 setattr(module, child_name, converted)
 
 
+def _is_fused_cat_shuffle(node: fx.Node, root: nn.Module) -> bool:
+    if node.op != "call_function" or node.target is not cat_shuffle:
+        return False
+    shuffle = node.args[0]
+    return shuffle.op == "get_attr" and isinstance(
+        root.get_submodule(shuffle.target), (FixedShuffle, HardShuffle)
+    )
+
+
 def _is_plain_torch(module: nn.Module) -> bool:
     """A torch.nn module other than the containers: never holds a shuffle of its own."""
     return type(module).__module__.startswith("torch.nn") and not isinstance(module, _CONTAINERS)
 
 
-def _keep_state(root: nn.Module, original: nn.Module) -> None:
+def _keep_state(root: nn.Module, original: nn.Module, replaced: set[str]) -> None:
     """Puts back into `root` (a GraphModule of `original`) the parameters and buffers that the
-    traced forward does not use, so that `original`'s state_dict still loads."""
+    traced forward does not use, so that `original`'s state_dict still loads; those of the
+    modules that new shuffles replaced (`replaced`, their names) stay out."""
     present = set(root.state_dict().keys())
     for key in original.state_dict().keys():
-        if key in present:
+        if key in present or any(key.startswith(name + ".") for name in replaced):
             continue
         path, _, leaf = key.rpartition(".")
         target = root

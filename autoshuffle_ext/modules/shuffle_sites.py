@@ -20,6 +20,7 @@ from torch import fx, nn
 
 from ..ops.channel_gather import fixed_shuffle_perm
 from .capture import VALUE
+from .hard import FixedShuffle, HardShuffle
 
 __all__ = ["ShuffleSite", "describe_permutation", "find_shuffle_sites", "shuffle_groups"]
 
@@ -39,7 +40,15 @@ _SHAPE_FUNCTIONS = frozenset(
         F.channel_shuffle, torch.channel_shuffle, torch.native_channel_shuffle,
     }
 )  # fmt: skip
-_SHAPE_MODULES = (nn.ChannelShuffle, nn.Flatten, nn.Unflatten, nn.Identity)
+# The package's exact shuffles count too: a fixed or frozen model can be converted to learn.
+_SHAPE_MODULES = (
+    nn.ChannelShuffle,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    FixedShuffle,
+    HardShuffle,
+)
 # Users that read a tensor's metadata only: they do not make a chain's tensor an output.
 _META_METHODS = frozenset({"size", "dim", "numel", "nelement", "ndimension", "element_size"})
 _META_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "is_cuda", "layout"})
