@@ -4,8 +4,8 @@
 The op `torch.ops.autoshuffle_ext.cat_gather` is implemented in C++: CPU and CUDA kernels and the
 autograd formula (the gather of the gradient by the inverse permutation, split into a's and b's
 channels) live in `csrc/`. This file gives the op its fake kernel, for `torch.compile` and
-`torch.export`, the checked Python entry point, and, when the compiled library is missing, an ATen
-fallback of the same schema with the same autograd formula in Python.
+`torch.export`, its batching rule for `torch.func.vmap`, the checked Python entry point, and, when
+the compiled library is missing, an ATen fallback of the same schema (differentiable through ATen).
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from __future__ import annotations
 import torch
 
 from .._extension import extension_available
-from .channel_gather import check_permutation, gather_memory_format, inverse_permutation
+from .channel_gather import (
+    _batch_after_channels,
+    _batch_first,
+    _gather_per_sample,
+    _holds_values,
+    check_permutation,
+    gather_memory_format,
+)
 
 __all__ = ["cat_gather", "cat_gather_memory_format"]
 
@@ -89,31 +96,30 @@ if not extension_available():
         tags=(torch.Tag.needs_fixed_stride_order, torch.Tag.pt2_compliant_tag),
     )
 
-    def _fallback(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        _check_args(a, b, perm)
+    def _fallback_check_entries(perm: torch.Tensor) -> None:
         c = perm.shape[0]
         if perm.numel() and not bool(((perm >= 0) & (perm < c)).all()):
             raise IndexError(
                 f"cat_gather: perm entries must lie in [0, {c}) (C = a.size(1) + b.size(1))"
             )
         check_permutation(perm, c)  # as the C++ CPU kernel: the gradient needs a permutation
+
+    def _fallback(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        _check_args(a, b, perm)
+        _fallback_check_entries(perm)
         return _empty_output(a, b).copy_(torch.cat([a, b], 1).index_select(1, perm))
 
+    def _fallback_autograd(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        # The Autograd key: cat and index_select carry reverse and forward mode and torch.func's
+        # transforms (the compiled library has its own formulas, csrc/autograd.cpp).
+        _check_args(a, b, perm)
+        if _holds_values(perm):
+            _fallback_check_entries(perm)
+        full = torch.cat([a, b], 1).index_select(1, perm)
+        return full.contiguous(memory_format=cat_gather_memory_format(a, b))
+
     _FALLBACK.impl("cat_gather", _fallback, "CompositeExplicitAutograd")
-
-    def _setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[2])
-        ctx.a_channels = inputs[0].shape[1]
-
-    def _backward(ctx, grad: torch.Tensor):
-        (perm,) = ctx.saved_tensors
-        full = torch.ops.autoshuffle_ext.channel_gather.default(grad, inverse_permutation(perm))
-        ca = ctx.a_channels
-        return full.narrow(1, 0, ca), full.narrow(1, ca, full.shape[1] - ca), None
-
-    torch.library.register_autograd(
-        "autoshuffle_ext::cat_gather", _backward, setup_context=_setup_context
-    )
+    _FALLBACK.impl("cat_gather", _fallback_autograd, "Autograd")
 
 _op = torch.ops.autoshuffle_ext.cat_gather
 
@@ -122,6 +128,17 @@ _op = torch.ops.autoshuffle_ext.cat_gather
 def _(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     _check_args(a, b, perm)
     return _empty_output(a, b)
+
+
+@torch.library.register_vmap("autoshuffle_ext::cat_gather")
+def _(info, in_dims, a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor):
+    a_dim, b_dim, perm_dim = in_dims
+    size = info.batch_size
+    if perm_dim is None:  # one perm for the whole batch: one cat_gather
+        a, b = _batch_after_channels(a, a_dim, size), _batch_after_channels(b, b_dim, size)
+        return _op.default(a, b, perm), 2
+    full = torch.cat([_batch_first(a, a_dim, size), _batch_first(b, b_dim, size)], 2)
+    return _gather_per_sample(full, perm.movedim(perm_dim, 0)), 0
 
 
 def cat_gather(

@@ -2,15 +2,17 @@
 
 The op `torch.ops.autoshuffle_ext.channel_gather` (and its `.out` overload) is implemented in
 C++: CPU and CUDA kernels and the autograd formula (the gradient of a gather is the gather by the
-inverse permutation, so perm must be a permutation: no repeated entry) live in `csrc/`. This
-file gives the op its fake kernels, for `torch.compile` and `torch.export`, the checked Python
+inverse permutation, so perm must be a permutation: no repeated entry; the forward-mode formula
+is the gather of the tangent) live in `csrc/`. This file gives the op its fake kernels, for
+`torch.compile` and `torch.export`, its batching rule for `torch.func.vmap`, the checked Python
 entry point, and, when the compiled library is missing, an ATen fallback of the same schemas
-with the same autograd formula in Python.
+(differentiable through ATen: index_select).
 """
 
 from __future__ import annotations
 
 import torch
+from torch._C._functorch import is_batchedtensor
 from torch._prims_common import (
     make_channels_last_strides_for,
     make_contiguous_strides_for,
@@ -118,9 +120,7 @@ if not extension_available():
         "channel_gather.out(Tensor x, Tensor perm, *, Tensor(a!) out) -> ()", tags=_TAGS
     )
 
-    def _fallback(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
-        _check_args(x, perm)
-        c = x.shape[1]
+    def _fallback_check_entries(perm: torch.Tensor, c: int) -> None:
         if perm.numel() and not bool(((perm >= 0) & (perm < c)).all()):
             raise IndexError(f"channel_gather: perm entries must lie in [0, {c}) (C = x.size(1))")
         if not bool(is_permutation(perm)):  # as the C++ CPU kernel: the gradient needs it
@@ -128,7 +128,19 @@ if not extension_available():
                 f"channel_gather: perm must be a permutation of 0..{c - 1} (each index exactly "
                 "once), got repeated entries"
             )
+
+    def _fallback(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        _check_args(x, perm)
+        _fallback_check_entries(perm, x.shape[1])
         return _empty_like_gather(x).copy_(x.index_select(1, perm))
+
+    def _fallback_autograd(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+        # The Autograd key: index_select carries reverse and forward mode and torch.func's
+        # transforms (the compiled library has its own formulas, csrc/autograd.cpp).
+        _check_args(x, perm)
+        if _holds_values(perm):
+            _fallback_check_entries(perm, x.shape[1])
+        return x.index_select(1, perm).contiguous(memory_format=gather_memory_format(x))
 
     def _fallback_out(x: torch.Tensor, perm: torch.Tensor, *, out: torch.Tensor) -> None:
         _check_out(x, out)
@@ -136,19 +148,7 @@ if not extension_available():
 
     _FALLBACK.impl("channel_gather", _fallback, "CompositeExplicitAutograd")
     _FALLBACK.impl("channel_gather.out", _fallback_out, "CompositeExplicitAutograd")
-
-    def _setup_context(ctx, inputs, output) -> None:
-        ctx.save_for_backward(inputs[1])
-
-    def _backward(ctx, grad: torch.Tensor):
-        (perm,) = ctx.saved_tensors
-        return torch.ops.autoshuffle_ext.channel_gather.default(
-            grad, inverse_permutation(perm)
-        ), None
-
-    torch.library.register_autograd(
-        "autoshuffle_ext::channel_gather", _backward, setup_context=_setup_context
-    )
+    _FALLBACK.impl("channel_gather", _fallback_autograd, "Autograd")
 
 _op = torch.ops.autoshuffle_ext.channel_gather
 
@@ -183,8 +183,43 @@ def is_permutation(perm: torch.Tensor) -> torch.Tensor:
 
 
 def _holds_values(t: torch.Tensor) -> bool:
-    """Whether t's values can be read: False for meta and fake tensors (shapes and dtypes only)."""
-    return t.device.type != "meta" and not is_fake(t)
+    """Whether t's values can be read: False for meta and fake tensors (shapes and dtypes only)
+    and for a tensor batched by `torch.func.vmap` (its batching rule checks the whole batch)."""
+    return t.device.type != "meta" and not is_fake(t) and not is_batchedtensor(t)
+
+
+def _gather_per_sample(x: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """`out[i] = x[i][:, perms[i]]`: x of shape [B, N, C, ...], perms [B, C] (vmap over perm)."""
+    if _holds_values(perms) and not bool(is_permutation(perms).all()):
+        c = perms.shape[-1]
+        raise ValueError(
+            f"channel_gather: perm must be a permutation of 0..{c - 1} (each index exactly once) "
+            "in every sample of the batch, got repeated or out-of-range entries"
+        )
+    index = perms.view(perms.shape[0], 1, perms.shape[1], *([1] * (x.dim() - 3)))
+    return torch.gather(x, 2, index.expand(x.shape))
+
+
+def _batch_first(t: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    """A vmap argument with its batch at dim 0, expanded (no copy) when it is not batched."""
+    return t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
+
+
+def _batch_after_channels(t: torch.Tensor, dim: int | None, size: int) -> torch.Tensor:
+    """A vmap argument [N, C, ...] with its batch as dim 2, [N, C, B, ...] (no copy): a gather
+    of the channels then permutes every sample at once."""
+    if dim is None:
+        return t.unsqueeze(2).expand(*t.shape[:2], size, *t.shape[2:])
+    return t.movedim(dim, 2)
+
+
+@torch.library.register_vmap("autoshuffle_ext::channel_gather")
+def _(info, in_dims, x: torch.Tensor, perm: torch.Tensor):
+    x_dim, perm_dim = in_dims
+    if perm_dim is None:  # one perm for the whole batch: one gather
+        return _op.default(_batch_after_channels(x, x_dim, info.batch_size), perm), 2
+    x = _batch_first(x, x_dim, info.batch_size)
+    return _gather_per_sample(x, perm.movedim(perm_dim, 0)), 0
 
 
 def check_permutation(perm: torch.Tensor, num_channels: int, *, name: str = "perm") -> None:
