@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, naming_file
 
 __all__ = ["FORMAT", "atomic_save", "capture_rng", "load_checkpoint", "restore_rng"]
 
@@ -25,7 +25,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """`torch.save(obj, path)` that never leaves a partial file at `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("wb") as f:
+    with naming_file(path), tmp.open("wb") as f:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())

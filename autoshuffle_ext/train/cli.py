@@ -75,19 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(the model name's groups) costs what `python -m autoshuffle_ext.models --groups learned` "
         "lists as the budget that matches the fixed model",
     )
+    # Flags of --groups learned only: no default here, so that giving one without it is seen.
     what.add_argument(
         "--budget-weight",
         type=float,
-        default=d.budget_weight,
-        help="lambda of the --budget term (its hinge on the cost fraction)",
+        default=None,
+        help="with --groups learned: lambda of the --budget term (its hinge on the cost "
+        f"fraction) (default: {d.budget_weight})",
     )
     what.add_argument(
         "--gate-init",
         type=float,
-        default=d.gate_init,
+        default=None,
         help="with --groups learned: |gate parameter| at the start. A gate flips (its layer "
         "changes group count) when its parameter crosses 0, so a smaller value lets the group "
-        "counts move sooner",
+        f"counts move sooner (default: {d.gate_init})",
     )
     what.add_argument(
         "--compare",
@@ -263,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# The seeds numpy's global generator takes (the training seeds it, and Python's and torch's).
+MAX_SEED = 2**32 - 1
+
+# The flags that only --groups learned reads.
+_LEARNED_GROUPS_FLAGS = ("budget", "budget_weight", "gate_init", "gate_lr")
+
+
 def _validate(args: argparse.Namespace) -> list[str]:
     problems = []
     for flag in ("epochs", "batch_size", "limit_batches", "stop_after_epochs", "image_size"):
@@ -271,8 +280,14 @@ def _validate(args: argparse.Namespace) -> list[str]:
             problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     for flag in ("lr", "momentum", "weight_decay", "warmup_epochs", "penalty_weight"):
         value = getattr(args, flag)
-        if value < 0 or value != value:
-            problems.append(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+        if not 0 <= value < math.inf:  # NaN fails too
+            problems.append(f"--{flag.replace('_', '-')} must be >= 0 and finite, got {value}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        problems.append(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
+    if args.out is not None and not args.out.strip():
+        problems.append(f"--out must name a folder, got {args.out!r}")
+    if args.crop_padding is not None and args.crop_padding < 0:
+        problems.append(f"--crop-padding must be >= 0 (0: off), got {args.crop_padding}")
     if not 0 <= args.label_smoothing < 1:
         problems.append(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
     if not 0 <= args.penalty_start <= args.penalty_ramp <= 1:
@@ -282,15 +297,25 @@ def _validate(args: argparse.Namespace) -> list[str]:
         )
     if args.budget is not None and not 0 < args.budget <= 1:
         problems.append(f"--budget must lie in (0, 1], got {args.budget}")
-    if args.budget is not None and args.groups != "learned":
-        problems.append("--budget applies to --groups learned only")
-    if not 0 < args.gate_init < math.inf:
+    if args.groups != "learned":
+        for flag in _LEARNED_GROUPS_FLAGS:
+            if getattr(args, flag) is not None:
+                problems.append(
+                    f"--{flag.replace('_', '-')} applies to --groups learned only, got --groups "
+                    f"{args.groups}"
+                )
+    if args.gate_init is not None and not 0 < args.gate_init < math.inf:
         problems.append(f"--gate-init must be > 0 and finite, got {args.gate_init}")
+    elif args.gate_init is not None and args.gate_init > torch.finfo(torch.float32).max:
+        problems.append(
+            f"--gate-init must be at most {torch.finfo(torch.float32).max:g} (the gates are "
+            f"float32), got {args.gate_init:g}"
+        )
     for flag in ("shuffle_lr", "gate_lr"):
         value = getattr(args, flag)
         if value is not None and not 0 <= value < math.inf:
             problems.append(f"--{flag.replace('_', '-')} must be >= 0 and finite, got {value}")
-    if not 0 <= args.budget_weight < math.inf:
+    if args.budget_weight is not None and not 0 <= args.budget_weight < math.inf:
         problems.append(f"--budget-weight must be >= 0 and finite, got {args.budget_weight}")
     if not 0 <= args.shuffle_blend <= 1:
         problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
@@ -321,11 +346,25 @@ def _seeds(args: argparse.Namespace) -> list[int] | None:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+    if not seeds or len(set(seeds)) != len(seeds) or not 0 <= min(seeds) <= max(seeds) <= MAX_SEED:
         raise ConfigError(
-            f"--seeds takes distinct non-negative integers separated by commas, got {args.seeds!r}"
+            f"--seeds takes distinct non-negative integers (at most {MAX_SEED}) separated by "
+            f"commas, got {args.seeds!r}"
         )
     return seeds
+
+
+def _check_crop(args: argparse.Namespace, data) -> None:
+    """Raises ConfigError unless the crop padding is smaller than the image side: a larger one
+    crops images that are all padding."""
+    size = args.image_size or data.image_size
+    padding = data.crop_padding if args.crop_padding is None else args.crop_padding
+    if padding >= size:
+        source = f" (--dataset {args.dataset}'s default)" if args.crop_padding is None else ""
+        raise ConfigError(
+            f"--crop-padding must be smaller than the image side ({size}, --image-size), got "
+            f"{padding}{source}; a lower --crop-padding (0: off) fits"
+        )
 
 
 def _check_writable(out: Path) -> None:
@@ -347,6 +386,8 @@ def _device(name: str, local_rank: int) -> torch.device:
         device = torch.device(name)
     except RuntimeError as error:
         raise ConfigError(f"--device {name!r}: {error}") from None
+    if device.type not in ("cpu", "cuda"):  # meta and the like hold no data to train on
+        raise ConfigError(f"--device takes auto, cpu, cuda or cuda:N, got {name!r}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: CUDA is not available on this machine")
@@ -388,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = init_distributed(device)
     try:
         data = load_dataset(args.dataset, args.data_dir, args.image_size)
+        _check_crop(args, data)
         results = []
         # Seed by seed, so that an interrupted comparison has whole pairs to show.
         for seed in seeds or [None]:

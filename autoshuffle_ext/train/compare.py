@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import naming_file
 from .metrics import atomic_write_text, strict_json
 from .report import pyplot
 from .result import RunResult
@@ -199,7 +200,8 @@ def plot_seeds(rows: Sequence[dict], path: Path, title: str) -> None:
     ax.set(ylabel="frozen accuracy (validation)", title=title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with naming_file(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
 
 

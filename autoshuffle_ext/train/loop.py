@@ -31,7 +31,7 @@ from .data import (
     train_indices,
 )
 from .distributed import DistContext, all_reduce_sum, assert_same_on_all_ranks
-from .errors import CheckpointError, ConfigError, NonFiniteLossError
+from .errors import CheckpointError, ConfigError, NonFiniteLossError, naming_file
 from .metrics import atomic_write_text, strict_json, write_metrics
 from .report import write_run_report
 from .result import RunResult
@@ -180,6 +180,8 @@ class _Run:
             nesterov=config.nesterov,
         )
         self._build_schedule()
+        # Before the projection hook: it cannot project an M that an update overflowed.
+        self.optimizer.register_step_post_hook(self._check_structures)
         asx_modules.attach_projection(self.optimizer, model)
         self.net: nn.Module = model
         if ctx.enabled:
@@ -317,6 +319,36 @@ class _Run:
             f"non-finite loss at epoch {self.epoch + 1}, step {self.step + 1} (task loss "
             f"{task.item():.4g}, penalty {pen.item():.4g}); {self._kept()}; try a lower --lr "
             "or --penalty-weight"
+        )
+
+    def _check_structures(self, _optimizer, _args, _kwargs) -> None:
+        """After each step: raises NonFiniteLossError, naming the learning-rate flag, when an
+        update overflowed a structure parameter (a shuffle matrix, a gate) to inf or NaN."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        gate_ids = {
+            id(m.gates) for _, m in asx_modules.structures(self.model, asx_modules.DGConv2d)
+        }
+        params = [
+            p for _, m in asx_modules.structures(self.model) for p in m.structure_parameters()
+        ]
+        if not params:
+            return
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()
+        bad = [p for p, ok in zip(params, finite, strict=True) if not ok]
+        if not bad:
+            return
+        config = self.config
+        flag, lr = (
+            ("--gate-lr", config.gate_lr)
+            if id(bad[0]) in gate_ids
+            else ("--shuffle-lr", config.shuffle_lr)
+        )
+        if lr is None:
+            flag, lr = "--lr", config.lr
+        raise NonFiniteLossError(
+            f"non-finite structure parameters after epoch {self.epoch + 1}, step {self.step + 1} "
+            f"({', '.join(names.get(id(p), '?') for p in bad[:3])}): the update overflowed; "
+            f"{self._kept()}; try a lower {flag} (got {lr:g})"
         )
 
     def _kept(self) -> str:
@@ -464,7 +496,8 @@ class _Run:
             model=self.model,
         )
         if ctx.is_main:
-            torch.save(frozen.state_dict(), self.out_dir / "model_frozen.pt")
+            with naming_file(self.out_dir / "model_frozen.pt"):
+                torch.save(frozen.state_dict(), self.out_dir / "model_frozen.pt")
             summary = {
                 f.name: getattr(result, f.name)
                 for f in dataclasses.fields(result)

@@ -9,6 +9,8 @@ import math
 import os
 from pathlib import Path
 
+from .errors import naming_file
+
 __all__ = ["atomic_write_text", "strict_json", "write_metrics"]
 
 
@@ -31,7 +33,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Writes `text` to `path` through a temporary file, so readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    with naming_file(path):
+        tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from .. import modules as asx_modules
 from ..ops import fixed_shuffle_perm
 from .config import TrainConfig
+from .errors import naming_file
 from .metrics import atomic_write_text
 from .result import RunResult
 
@@ -50,7 +51,8 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
         axes[2].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with naming_file(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -86,7 +88,8 @@ def plot_permutations(model: nn.Module, path: Path, title: str) -> bool:
             ax.set_yticks([])
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with naming_file(path):
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
 
