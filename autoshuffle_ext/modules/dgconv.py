@@ -75,6 +75,16 @@ def _check_real(name: str, value: object, *, low: float, high: float, low_open: 
     return float(value)
 
 
+def _check_gate_init_fits(gate_init: float, dtype: torch.dtype) -> None:
+    """Raises ValueError unless gate_init is finite in the gates' dtype (1e39 in float32 or 7e4 in
+    float16 would be inf: cost, penalty, mask and gradients NaN)."""
+    if dtype.is_floating_point and gate_init > torch.finfo(dtype).max:
+        raise ValueError(
+            f"gate_init must be at most {torch.finfo(dtype).max:g} (the largest {dtype} of the "
+            f"gates), got {gate_init:g}"
+        )
+
+
 class DGConv2d(LearnedStructure):
     """Drop-in for `nn.Conv2d` whose group count G is learned.
 
@@ -106,8 +116,9 @@ class DGConv2d(LearnedStructure):
         TypeError: a size that is not an int (or pair), a non-bool bias, a budget, penalty_weight
             or gate_init that is not a real number.
         ValueError: sizes below their minimum, budget outside (0, 1], penalty_weight negative
-            or not finite, gate_init not > 0, init_groups not dividing C; in the forward, an
-            input that is not [N, in_channels, H, W].
+            or not finite, gate_init not > 0 or above the largest value of the gates' dtype,
+            init_groups not dividing C; in the forward, an input that is not
+            [N, in_channels, H, W].
     """
 
     def __init__(
@@ -144,6 +155,7 @@ class DGConv2d(LearnedStructure):
             "penalty_weight", penalty_weight, low=0.0, high=math.inf, low_open=False
         )
         self.gate_init = _check_real("gate_init", gate_init, low=0.0, high=math.inf, low_open=True)
+        _check_gate_init_fits(self.gate_init, dtype or torch.get_default_dtype())
         _check_int("init_groups", init_groups, 1)
         self.factors = gate_factors(in_channels, out_channels, init_groups)
 
@@ -190,6 +202,7 @@ class DGConv2d(LearnedStructure):
             closed.append(n in wanted)
             if n in wanted:
                 wanted.remove(n)
+        _check_gate_init_fits(self.gate_init, self.gates.dtype)
         signs = torch.tensor([-1.0 if c else 1.0 for c in closed], dtype=self.gates.dtype)
         self.gates.copy_(signs * self.gate_init)
 

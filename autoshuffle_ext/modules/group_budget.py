@@ -36,8 +36,10 @@ class GroupBudget(LearnedStructure):
 
     Raises:
         ValueError: no layers, a weight count that differs from the layer count, a weight that
-            is not a positive finite number, budget outside (0, 1], penalty_weight negative.
-        TypeError: a layer that is not a DGConv2d.
+            is not a positive finite number, budget outside (0, 1], penalty_weight negative or
+            not finite.
+        TypeError: a layer that is not a DGConv2d; a budget or penalty_weight that is not a
+            real number (a bool or a tensor).
     """
 
     def __init__(
@@ -54,6 +56,13 @@ class GroupBudget(LearnedStructure):
         for i, layer in enumerate(layers):
             if not isinstance(layer, DGConv2d):
                 raise TypeError(f"layers[{i}] must be a DGConv2d, got {type(layer).__name__}")
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)):
+            raise TypeError(f"budget must be a real number, got {type(budget).__name__} {budget!r}")
+        if isinstance(penalty_weight, bool) or not isinstance(penalty_weight, (int, float)):
+            raise TypeError(
+                "penalty_weight must be a real number, got "
+                f"{type(penalty_weight).__name__} {penalty_weight!r}"
+            )
         weights = [float(w) for w in weights]
         if len(weights) != len(layers):
             raise ValueError(
@@ -62,14 +71,18 @@ class GroupBudget(LearnedStructure):
         bad = [w for w in weights if not (math.isfinite(w) and w > 0)]
         if bad:
             raise ValueError(f"weights must be positive and finite, got {bad[0]}")
-        if not (isinstance(budget, (int, float)) and 0 < budget <= 1):
+        if not 0 < budget <= 1:
             raise ValueError(f"budget must lie in (0, 1], got {budget!r}")
-        if not (isinstance(penalty_weight, (int, float)) and 0 <= penalty_weight < math.inf):
+        if not 0 <= penalty_weight < math.inf:
             raise ValueError(f"penalty_weight must be >= 0 and finite, got {penalty_weight!r}")
         # A tuple attribute is not registered: the layers are not counted, saved or frozen twice.
         self.layers = layers
-        total = sum(weights)
-        self.shares = tuple(w / total for w in weights)
+        # Scaled by the largest first: a sum of huge weights (1e308) would overflow to inf and
+        # every share to 0.
+        largest = max(weights)
+        scaled = [w / largest for w in weights]
+        total = sum(scaled)
+        self.shares = tuple(w / total for w in scaled)
         self.budget = float(budget)
         self.penalty_weight = float(penalty_weight)
 
