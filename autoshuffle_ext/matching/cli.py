@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -155,10 +156,27 @@ class _FileError(Exception):
     """A file named by a flag that cannot be read or written: one line, exit code 2."""
 
 
+def _check_magnitude(path: str, A: torch.Tensor, B: torch.Tensor) -> None:
+    """_FileError unless the objective trace(A P B P^T) and the solvers' gradients (A P B^T),
+    bounded by n^2 * max|A| * max|B|, stay finite in float64: larger finite entries (1e200)
+    overflow inside the solvers."""
+    n = A.shape[-1]
+    a, b = A.abs().max().item(), B.abs().max().item()
+    if a == 0 or b == 0:
+        return
+    largest = torch.finfo(torch.float64).max
+    if 2 * math.log(n) + math.log(a) + math.log(b) > math.log(largest):
+        raise _FileError(
+            f"--qap {path}: expected entries whose products fit float64 (n^2 * max|A| * max|B| "
+            f"<= {largest:.3g}), got n = {n}, max|A| = {a:.3g}, max|B| = {b:.3g}; scale A or B "
+            "down (the best permutation stays the same)"
+        )
+
+
 def _read_qap(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, B) of the --qap file; _FileError names the flag, the file and what is wrong."""
     try:
-        return read_qaplib(path)
+        A, B = read_qaplib(path)
     except OSError as err:
         raise _FileError(f"--qap {path}: cannot read the file ({err.strerror or err})") from None
     except UnicodeDecodeError as err:
@@ -169,6 +187,8 @@ def _read_qap(path: str) -> tuple[torch.Tensor, torch.Tensor]:
     except ValueError as err:  # most of parse_qaplib's messages start with the path
         message = str(err).removeprefix(f"{path}: ")
         raise _FileError(f"--qap {path}: {message}") from None
+    _check_magnitude(path, A, B)
+    return A, B
 
 
 def _options(method: str, args: argparse.Namespace) -> dict:
