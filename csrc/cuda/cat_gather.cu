@@ -4,10 +4,16 @@
 // entry outside [0, C) raises a device-side assert and its element is never read, so no launch
 // reads out of bounds. Repeated entries are not detected (no host synchronisation): the caller
 // guarantees a permutation, as for channel_gather.
-#include <ATen/cuda/CUDAContext.h>
+// Only c10's CUDA API (stream, guard, error checks) and the CUDA runtime: no ATen/cuda header, so
+// the file also compiles against a CPU build of torch (tests/test_cuda_compile.py) and links to
+// nothing of libtorch_cuda.
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "../cat_gather.h"
@@ -20,6 +26,14 @@ constexpr int kThreads = 256;
 
 unsigned int capped_blocks(int64_t work, int64_t cap) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(work, cap)));
+}
+
+// SMs of the current device (a cached attribute query in the driver, no device sync).
+int64_t multiprocessor_count() {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                        c10::cuda::current_device()));
+  return sms;
 }
 
 // Where image n's channel j starts, for one input, in units of the kernel's element or vector.
@@ -123,7 +137,7 @@ template <size_t Bytes>
 void launch_pixels(const CatSource& a, const CatSource& b, void* dst, const int64_t* perm,
                    int64_t c, int64_t inner, int64_t pixels, cudaStream_t stream) {
   const int64_t total = pixels * c;
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t sms = multiprocessor_count();
   const unsigned int blocks = capped_blocks((total + kThreads - 1) / kThreads, sms * 32);
   const auto* pa = static_cast<const Element<Bytes>*>(a.tensor.const_data_ptr());
   const auto* pb = static_cast<const Element<Bytes>*>(b.tensor.const_data_ptr());
@@ -145,7 +159,7 @@ void cat_gather_into(const CatSource& a, const CatSource& b, const CatLayout& la
                      const at::Tensor& perm, at::Tensor& out) {
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor perm_c = perm.contiguous();
   const int64_t* p = perm_c.const_data_ptr<int64_t>();
   const int64_t c = layout.c;

@@ -2,10 +2,16 @@
 // contiguous tensors, an element-wise gather through perm for channels_last. Launched on the
 // current stream of x's device. perm's entries are checked on the device: an entry outside [0, C)
 // raises a device-side assert and its element is never read, so no launch reads out of bounds.
-#include <ATen/cuda/CUDAContext.h>
+// Only c10's CUDA API (stream, guard, error checks) and the CUDA runtime: no ATen/cuda header, so
+// the file also compiles against a CPU build of torch (tests/test_cuda_compile.py) and links to
+// nothing of libtorch_cuda.
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "../channel_gather.h"
@@ -18,6 +24,14 @@ constexpr int kThreads = 256;
 
 unsigned int capped_blocks(int64_t work, int64_t cap) {
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(work, cap)));
+}
+
+// SMs of the current device (a cached attribute query in the driver, no device sync).
+int64_t multiprocessor_count() {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
+                                        c10::cuda::current_device()));
+  return sms;
 }
 
 // Contiguous [planes, plane] of V vectors: out plane (n, c) = x plane (n, perm[c]). Blocks walk
@@ -77,7 +91,7 @@ template <size_t Bytes>
 void launch_pixels(const void* src, void* dst, const int64_t* perm, int64_t c, int64_t pixels,
                    cudaStream_t stream) {
   const int64_t total = pixels * c;
-  const int64_t sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  const int64_t sms = multiprocessor_count();
   const unsigned int blocks = capped_blocks((total + kThreads - 1) / kThreads, sms * 32);
   const auto* s = static_cast<const Element<Bytes>*>(src);
   auto* d = static_cast<Element<Bytes>*>(dst);
@@ -105,7 +119,7 @@ void gather_into(const at::Tensor& x, at::Tensor& out, const at::Tensor& perm,
                  at::MemoryFormat format) {
   if (x.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::Tensor src = x.contiguous(format);
   const at::Tensor perm_c = perm.contiguous();
   const GatherLayout layout = gather_layout(x, format);
