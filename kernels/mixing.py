@@ -97,13 +97,14 @@ def dm_epilogue(
     grad_p_ptr,
     row_norm_ptr,
     col_norm_ptr,
-    HAS_GRAD_P: tl.constexpr,
+    has_grad_p,
 ):
-    """dM[ri, rj] = acc (+ g * dP/dM[ri, rj] from the saved norms), stored in dM's dtype."""
+    """dM[ri, rj] = acc (+ g * dP/dM[ri, rj] from the saved norms when `has_grad_p`), stored in
+    dM's dtype."""
     i_ok = ri < C
     j_ok = rj < C
     mask = i_ok[:, None] & j_ok[None, :]
-    if HAS_GRAD_P:
+    if has_grad_p:
         m = tl.load(m_ptr + ri[:, None] * sm_r + rj[None, :] * sm_c, mask=mask, other=0.0)
         r = tl.load(row_norm_ptr + ri, mask=i_ok, other=0.0)
         c = tl.load(col_norm_ptr + rj, mask=j_ok, other=0.0)
@@ -137,13 +138,15 @@ def dm_tile(
     N,
     P,
     num_splits,
-    SPLIT: tl.constexpr,
-    HAS_GRAD_P: tl.constexpr,
+    split_k,
+    has_grad_p,
     BLOCK_D: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
-    """Split `pid // tiles` of dM tile `pid % tiles`: its share of the (n, pixel block) steps."""
+    """Split `pid // tiles` of dM tile `pid % tiles`: its share of the (n, pixel block) steps.
+    `split_k` (num_splits > 1: partial tiles meet in the workspace) and `has_grad_p` are run-time
+    flags, not constexprs: one compiled kernel serves every case (one JIT compile, not four)."""
     num_d = tl.cdiv(C, BLOCK_D)
     tiles = num_d * num_d
     tile = pid % tiles
@@ -171,7 +174,7 @@ def dm_tile(
             other=0.0,
         )
         acc = tl.dot(d, xt, acc, input_precision=PRECISION)
-    if SPLIT:
+    if split_k:
         offs = tl.arange(0, BLOCK_D)[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
         tile_ws = ws_ptr + tile.to(tl.int64) * BLOCK_D * BLOCK_D
         split_stride = tiles.to(tl.int64) * BLOCK_D * BLOCK_D
@@ -184,10 +187,10 @@ def dm_tile(
             for s in range(0, num_splits):  # fixed order: the same bits whoever arrives last
                 total += tl.load(tile_ws + s * split_stride + offs, cache_modifier=".cg")
             dm_epilogue(total, ri, rj, C, m_ptr, sm_r, sm_c, dm_ptr, grad_p_ptr, row_norm_ptr,
-                        col_norm_ptr, HAS_GRAD_P)  # fmt: skip
+                        col_norm_ptr, has_grad_p)  # fmt: skip
     else:
         dm_epilogue(acc, ri, rj, C, m_ptr, sm_r, sm_c, dm_ptr, grad_p_ptr, row_norm_ptr,
-                    col_norm_ptr, HAS_GRAD_P)  # fmt: skip
+                    col_norm_ptr, has_grad_p)  # fmt: skip
 
 
 @triton.jit
@@ -228,7 +231,8 @@ def _shuffle_mix_fwd_kernel(
                  C, P, BLOCK_M, BLOCK_Q, BLOCK_K, PRECISION)  # fmt: skip
 
 
-@triton.jit
+# split_k and has_grad_p are flags: never specialised by value (a 1 would become a constexpr).
+@triton.jit(do_not_specialize=["split_k", "has_grad_p"])
 def _shuffle_mix_bwd_kernel(
     dy_ptr,
     x_ptr,
@@ -256,8 +260,8 @@ def _shuffle_mix_bwd_kernel(
     sm_c,
     num_dm,
     num_splits,
-    SPLIT: tl.constexpr,
-    HAS_GRAD_P: tl.constexpr,
+    split_k,
+    has_grad_p,
     BLOCK_M: tl.constexpr,
     BLOCK_Q: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -270,7 +274,7 @@ def _shuffle_mix_bwd_kernel(
     if pid < num_dm:
         dm_tile(pid, dy_ptr, sd_n, sd_c, sd_p, x_ptr, sx_n, sx_c, sx_p, m_ptr, sm_r, sm_c, dm_ptr,
                 grad_p_ptr, row_norm_ptr, col_norm_ptr, ws_ptr, counter_ptr, C, N, P, num_splits,
-                SPLIT, HAS_GRAD_P, BLOCK_D, BLOCK_DQ, PRECISION)  # fmt: skip
+                split_k, has_grad_p, BLOCK_D, BLOCK_DQ, PRECISION)  # fmt: skip
     else:  # dX = M^T dY: A[i, k] = M[k, i]
         mix_tile(pid - num_dm, m_ptr, sm_c, sm_r, dy_ptr, sd_n, sd_c, sd_p, dx_ptr, sdx_n, sdx_c,
                  sdx_p, C, P, BLOCK_M, BLOCK_Q, BLOCK_K, PRECISION)  # fmt: skip
@@ -316,6 +320,31 @@ def _mix_blocks(C: int) -> tuple[int, int, int]:
     return min(max(triton.next_power_of_2(C), 16), 128), 64, 32
 
 
+def _on_fma_units(dtype: torch.dtype, precision: str) -> bool:
+    """Whether tl.dot runs on the FMA units (float32 without TF32), not on tensor cores: its
+    operand tiles then live in registers."""
+    return dtype == torch.float32 and precision == "ieee"
+
+
+def _fwd_warps(fma: bool, block_m: int, block_q: int) -> int:
+    """Warps per forward program. With the product on the FMA units (`_on_fma_units`), at 4 warps
+    a [128, 64] tile needs more than 255 registers per thread and spills on sm_80 (72 bytes, seen
+    by tests/test_triton_compile.py); at 8 warps it takes 176, at the same occupancy."""
+    return 8 if fma and block_m * block_q >= 128 * 64 else 4
+
+
+def _bwd_tuning(fma: bool, mixed: bool, block_d: int) -> tuple[int, int, int]:
+    """(BLOCK_DQ, num_warps, num_stages) of the backward, chosen so that no configuration spills
+    on sm_80 or sm_90 (tests/test_triton_compile.py). With the product on the FMA units
+    (`_on_fma_units`), the [64, 64] dM tile spills at 4 warps (752 bytes on sm_80) and still at 8
+    warps with 3 stages (8 bytes); 8 warps and 2 stages take 176 registers. The [32, 32] tile
+    spills 12 bytes on sm_90 with 64-pixel steps, none with 32. A float32 M with a half x
+    (`mixed`) spills 4 bytes at 168 registers with 4 warps on sm_80, none with 8."""
+    if fma:
+        return (64, 8, 2) if block_d >= 64 else (32, 4, 3)
+    return (64, 8, 3) if mixed and block_d >= 64 else (64, 4, 3)
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -342,11 +371,13 @@ def shuffle_mix_forward(
     num_rb, col_ws, part, counter = penalty_workspace(1, C, M.device, acc)
     N, P, ((sx_n, sx_c, sx_p), (sy_n, sy_c, sy_p)) = _ncp([x, y])
     num_mix = triton.cdiv(C, block_m) * triton.cdiv(P, block_q) * N
+    precision = _precision(x.dtype)
+    num_warps = _fwd_warps(_on_fma_units(x.dtype, precision), block_m, block_q)
     _shuffle_mix_fwd_kernel[(num_rb + num_mix,)](
         x, M, y, out, row, col, col_ws, part, counter, C, P,
         sx_n, sx_c, sx_p, sy_n, sy_c, sy_p, *M.stride(), num_rb,
         BLOCK_M=block_m, BLOCK_Q=block_q, BLOCK_K=block_k, BLOCK_R=block_r, BLOCK_C=block_c,
-        PRECISION=_precision(x.dtype),
+        PRECISION=precision, num_warps=num_warps,
     )  # fmt: skip
     return y, out, row, col
 
@@ -373,8 +404,12 @@ def shuffle_mix_backward(
                          f"{tuple(dy.shape)}")  # fmt: skip
     dy, x = _pixel_view(dy), _pixel_view(x)
     C = x.shape[1]
+    precision = _precision(x.dtype)
     block_m, block_q, block_k = blocks or _mix_blocks(C)
-    block_d, block_dq = dm_blocks or (64 if C > 32 else 32, 64)
+    block_d = dm_blocks[0] if dm_blocks else (64 if C > 32 else 32)
+    fma = _on_fma_units(x.dtype, precision)
+    block_dq, num_warps, num_stages = _bwd_tuning(fma, M.dtype != x.dtype, block_d)
+    block_dq = dm_blocks[1] if dm_blocks else block_dq
     N, P, strides = _ncp([dy, x, dx if dx is not None else dy])
     (sd_n, sd_c, sd_p), (sx_n, sx_c, sx_p), (sdx_n, sdx_c, sdx_p) = strides
     num_dx = triton.cdiv(C, block_m) * triton.cdiv(P, block_q) * N if dx is not None else 0
@@ -392,8 +427,9 @@ def shuffle_mix_backward(
         return
     _shuffle_mix_bwd_kernel[(num_dm + num_dx,)](
         dy, x, M, dx if dx is not None else dy, dm if dm is not None else M,
-        grad_p if grad_p is not None else row_norm, row_norm, col_norm, ws, counter, C, N, P,
+        grad_p if grad_p is not None else M, row_norm, col_norm, ws, counter, C, N, P,
         sd_n, sd_c, sd_p, sx_n, sx_c, sx_p, sdx_n, sdx_c, sdx_p, *M.stride(), num_dm, num_splits,
-        SPLIT=split, HAS_GRAD_P=grad_p is not None, BLOCK_M=block_m, BLOCK_Q=block_q,
-        BLOCK_K=block_k, BLOCK_D=block_d, BLOCK_DQ=block_dq, PRECISION=_precision(x.dtype),
+        int(split), int(grad_p is not None), BLOCK_M=block_m, BLOCK_Q=block_q,
+        BLOCK_K=block_k, BLOCK_D=block_d, BLOCK_DQ=block_dq, PRECISION=precision,
+        num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
