@@ -4,9 +4,12 @@
 #     bash bench/run_gpu.sh
 #
 # 1. builds the extension with its CUDA sources and checks that the CUDA kernels are registered;
-# 2. runs the whole test suite natively (Triton compiled for the GPU, no interpreter);
-# 3. runs every benchmark file on CUDA (pytest-benchmark, JSON + table);
-# 4. measures the device copy bandwidth and the Triton mixing kernel against cuBLAS.
+# 2. compiles every Triton launch configuration for this GPU's arch (registers, spills, shared
+#    memory, the occupancy they allow), runs the kernels, and sets the driver's registers and
+#    spills beside the compile-time figures: a spill on the device fails (compiled.log);
+# 3. runs the whole test suite natively (Triton compiled for the GPU, no interpreter);
+# 4. runs every benchmark file on CUDA (pytest-benchmark, JSON + table);
+# 5. measures the device copy bandwidth and the Triton mixing kernel against cuBLAS.
 #
 # Results go to $OUT when set, else bench/gpu-results/. Needs python3 with a CUDA torch, triton,
 # pytest, numpy, scipy. Without internet, pytest-benchmark and hypothesis are installed from a
@@ -61,6 +64,12 @@ for op in ("channel_gather", "shuffle_mix_fwd", "shuffle_mix_bwd", "l1l2_penalty
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"autoshuffle_ext::{op}", "CUDA"), op
     print("CUDA kernel registered:", op)
 EOF
+
+# Compile-time figures for this arch (the same as `make test` checks for sm_80 and sm_90), then
+# the driver's for the kernels as loaded: expected occupancy = resident warps per SM allowed by
+# registers and shared memory, over the SM's maximum.
+step compiled python3 -m autoshuffle_ext.kernels.gpu_compile --device --markdown \
+    --json "$RESULTS/compiled.json"
 
 step tests python3 -m pytest -q -ra tests --junitxml="$RESULTS/tests.xml"
 

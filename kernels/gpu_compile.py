@@ -10,6 +10,7 @@ registers and shared memory allow.
 
     python -m autoshuffle_ext.kernels.gpu_compile               # table, exit 1 on a problem
     python -m autoshuffle_ext.kernels.gpu_compile --arch 90 --json out.json --markdown
+    python -m autoshuffle_ext.kernels.gpu_compile --device  # on a GPU: driver's figures beside
 
 Run it with TRITON_INTERPRET unset (the interpreter replaces `@triton.jit` functions). Compiles
 run in a process pool; results are cached under `cache_dir()` by triton's own cache key (the
@@ -136,8 +137,15 @@ _PTXAS = {
 }
 
 
-def _job(module: str, kernel: str, signature: dict, constexprs: dict, attrs: dict, options: dict,
-         capability: int) -> dict:  # fmt: skip
+def _job(
+    module: str,
+    kernel: str,
+    signature: dict,
+    constexprs: dict,
+    attrs: dict,
+    options: dict,
+    capability: int,
+) -> dict:
     """Compiles one configuration (in a pool worker): resources from ptxas' verbose report."""
     import importlib
 
@@ -162,9 +170,7 @@ def _job(module: str, kernel: str, signature: dict, constexprs: dict, attrs: dic
                     options=options,
                 )
         except Exception as e:  # a compile error is a result, reported per configuration
-            lines = [line for line in str(e).strip().splitlines() if line.strip()]
-            return {"error": f"{type(e).__name__}: " + " | ".join(lines[-12:])[:2000],
-                    "compile_s": time.perf_counter() - start}  # fmt: skip
+            return {"error": compile_error(e), "compile_s": time.perf_counter() - start}
     text = log.getvalue()
     out = {"compile_s": time.perf_counter() - start}
     regs = _PTXAS["regs"].search(text)
@@ -186,6 +192,24 @@ def _job(module: str, kernel: str, signature: dict, constexprs: dict, attrs: dic
     return out
 
 
+def compile_error(e: BaseException) -> str:
+    """One line for a compile error: the innermost cause (the compiler's own message) and the
+    source line that triton points at (its `^` marker) in the innermost jit function."""
+    chain = [e]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+        chain.append(nxt)
+    root = chain[-1]
+    where = ""
+    for err in reversed(chain):
+        lines = str(err).splitlines()
+        marks = [k for k, line in enumerate(lines) if line.strip() == "^"]
+        if marks and marks[-1] > 0:
+            where = f" at `{lines[marks[-1] - 1].strip()}`"
+            break
+    message = " ".join(str(root).split()) or type(root).__name__
+    return f"{type(root).__name__}: {message[:1500]}{where}"
+
+
 def _prepare(launch, capability: int) -> tuple[str, dict]:
     """(cache key, job arguments) of one recorded launch for one target, bound as
     JITFunction.run binds a launch."""
@@ -204,8 +228,12 @@ def _prepare(launch, capability: int) -> tuple[str, dict]:
     kwargs = dict(launch.kwargs)
     kwargs.setdefault("debug", False)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, spec, opts)
-    key = get_cache_key(ASTSource(fn, signature, constexprs, attrs), backend, options,
-                        get_cache_invalidating_env_vars())  # fmt: skip
+    key = get_cache_key(
+        ASTSource(fn, signature, constexprs, attrs),
+        backend,
+        options,
+        get_cache_invalidating_env_vars(),
+    )
     job = {
         "module": fn.fn.__module__,
         "kernel": fn.fn.__name__,
@@ -218,8 +246,9 @@ def _prepare(launch, capability: int) -> tuple[str, dict]:
     return key, job
 
 
-def compile_all(archs=(80, 90), workers: int | None = None, use_cache: bool = True,
-                progress=None) -> list[Result]:  # fmt: skip
+def compile_all(
+    archs=(80, 90), workers: int | None = None, use_cache: bool = True, progress=None
+) -> list[Result]:
     """Every recorded launch configuration compiled for every arch in `archs`, checked against
     TARGETS[arch]. `workers` processes (default: the CPU count)."""
     import hashlib
@@ -235,9 +264,13 @@ def compile_all(archs=(80, 90), workers: int | None = None, use_cache: bool = Tr
             key, job = _prepare(launch, capability)
             digest = hashlib.sha256(key.encode()).hexdigest()
             result = Result(
-                capability, launch.name, launch.label(), launch.source,
-                dict(launch.constexprs), list(launch.dtypes),
-            )  # fmt: skip
+                capability,
+                launch.name,
+                launch.label(),
+                launch.source,
+                dict(launch.constexprs),
+                list(launch.dtypes),
+            )
             results.append(result)
             path = store / f"{digest}.json"
             if use_cache and path.exists():
@@ -273,8 +306,10 @@ def _fill(result: Result, out: dict, cached: bool) -> None:
 
 def table(results: list[Result]) -> str:
     """A Markdown table, one row per configuration and arch."""
-    head = ("| arch | kernel | dtypes (pointers) | constexprs | warps | regs | spills (st/ld B) | "
-            "shared B | blocks/SM | occupancy | problems |")  # fmt: skip
+    head = (
+        "| arch | kernel | dtypes (pointers) | constexprs | warps | regs | spills (st/ld B) | "
+        "shared B | blocks/SM | occupancy | problems |"
+    )
     rows = [head, "|" + " --- |" * 11]
     for r in sorted(results, key=lambda r: (r.arch, r.kernel, r.label)):
         consts = " ".join(f"{k}={v}" for k, v in r.constexprs.items())
@@ -292,8 +327,11 @@ def summary(results: list[Result]) -> str:
     groups: dict[tuple, list[Result]] = {}
     for r in results:
         groups.setdefault((r.arch, r.kernel), []).append(r)
-    lines = ["| arch | kernel | configs | registers | spills | shared B (max) | occupancy (min) "
-             "| problems |", "|" + " --- |" * 8]  # fmt: skip
+    lines = [
+        "| arch | kernel | configs | registers | spills | shared B (max) | occupancy (min) "
+        "| problems |",
+        "|" + " --- |" * 8,
+    ]
     for (arch, kernel), rs in sorted(groups.items()):
         ok = [r for r in rs if not r.error]
         regs = f"{min(r.regs for r in ok)}-{max(r.regs for r in ok)}" if ok else "-"
@@ -301,25 +339,145 @@ def summary(results: list[Result]) -> str:
         shared = max((r.shared for r in ok), default=0)
         occ = min((r.occupancy for r in ok), default=0.0)
         problems = sum(1 for r in rs if r.problems)
-        lines.append(f"| sm_{arch} | {kernel} | {len(rs)} | {regs} | {spills} configs | {shared} "
-                     f"| {occ:.0%} | {problems} |")  # fmt: skip
+        lines.append(
+            f"| sm_{arch} | {kernel} | {len(rs)} | {regs} | {spills} configs | {shared} "
+            f"| {occ:.0%} | {problems} |"
+        )
     return "\n".join(lines)
+
+
+def run_on_device(channels=(24, 116, 232, 1024)) -> None:
+    """Runs every launcher on the current CUDA device (each dtype pair, both memory formats, both
+    float32 matmul precisions), so that the driver loads their kernels for `device_report`."""
+    import torch
+
+    from . import mixing, penalty
+    from .launches import _matmul_precision, _mix_dtype_pairs, _penalty_dtypes
+
+    for precision in ("highest", "high"):
+        with _matmul_precision(precision):
+            for C in channels:
+                for dtype in _penalty_dtypes():
+                    M = torch.rand(C, C, device="cuda", dtype=dtype)
+                    _, row, col = penalty.penalty_forward(M)
+                    penalty.penalty_backward(
+                        torch.ones((), device="cuda", dtype=dtype), M, row, col
+                    )
+                for x_dtype, m_dtype in _mix_dtype_pairs():
+                    for fmt in (torch.contiguous_format, torch.channels_last):
+                        x = torch.randn(8, C, 14, 14, device="cuda", dtype=x_dtype)
+                        x = x.contiguous(memory_format=fmt)
+                        M = torch.rand(C, C, device="cuda", dtype=m_dtype)
+                        _, p, row, col = mixing.shuffle_mix_forward(x, M, torch.empty_like(x))
+                        mixing.shuffle_mix_backward(
+                            x,
+                            torch.ones_like(p),
+                            x,
+                            M,
+                            row,
+                            col,
+                            torch.empty_like(x),
+                            torch.empty_like(M),
+                        )
+    torch.cuda.synchronize()
+
+
+def device_report(results: list[Result]) -> list[str]:
+    """On a CUDA machine, after the kernels ran: every kernel the driver loaded, its registers and
+    spills as the driver reports them next to the compile-time figures of the same configuration
+    (kernel, constexprs, pointer dtypes) and the occupancy both allow on this device. Returns the
+    problems: a spill. Registers that differ from the compile-time figure are printed as notes:
+    the shapes run may specialise differently (an argument equal to 1, divisible by 16)."""
+    import torch
+
+    from .launches import KERNEL_MODULES, kernels_of
+
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    gpu = Gpu(
+        props.name,
+        props.major * 10 + props.minor,
+        sms=props.multi_processor_count,
+        regs_per_sm=props.regs_per_multiprocessor,
+        warps_per_sm=props.max_threads_per_multi_processor // 32,
+        smem_per_sm=props.shared_memory_per_multiprocessor,
+        smem_per_block=props.shared_memory_per_block_optin,
+    )
+    expected = {(r.kernel, tuple(r.constexprs.items()), tuple(r.dtypes)): r for r in results}
+    problems, notes = [], []
+    print(
+        f"| kernel | dtypes | constexprs | warps | regs (driver / compile) | spills | shared B | "
+        f"blocks/SM | occupancy |\n|{' --- |' * 9}"
+    )
+    for module in KERNEL_MODULES:
+        for name, fn in kernels_of(module).items():
+            for cache in (c[0] for c in fn.device_caches.values()):
+                for kernel in cache.values():
+                    if getattr(kernel, "n_regs", None) is None or kernel.src is None:
+                        continue
+                    names = fn.arg_names
+                    consts = {
+                        names[k[0]]: v
+                        for k, v in kernel.src.constants.items()
+                        if fn.params[k[0]].is_constexpr
+                    }
+                    dtypes = tuple(
+                        t[1:]
+                        for t in kernel.src.signature.values()
+                        if isinstance(t, str) and t.startswith("*")
+                    )
+                    warps = kernel.metadata.num_warps
+                    shared = kernel.metadata.shared
+                    blocks = blocks_per_sm(gpu, warps, kernel.n_regs, shared)
+                    ref = expected.get((name, tuple(consts.items()), dtypes))
+                    ref_regs = ref.regs if ref else "-"
+                    print(
+                        f"| {name} | {'/'.join(dtypes)} | "
+                        f"{' '.join(f'{k}={v}' for k, v in consts.items())} | {warps} | "
+                        f"{kernel.n_regs} / {ref_regs} | {kernel.n_spills} | {shared} | {blocks} "
+                        f"| {blocks * warps / gpu.warps_per_sm:.0%} |"
+                    )
+                    if kernel.n_spills:
+                        problems.append(f"{name} {consts}: {kernel.n_spills} spills on {gpu.name}")
+                    if ref and kernel.n_regs != ref.regs:
+                        notes.append(
+                            f"NOTE {name} {consts} {'/'.join(dtypes)}: {kernel.n_regs} registers "
+                            f"on the device, {ref.regs} at compile time"
+                        )
+    print("\n".join(notes))
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--arch", type=int, nargs="+", default=sorted(TARGETS), choices=sorted(TARGETS),
+        "--arch",
+        type=int,
+        nargs="+",
+        default=sorted(TARGETS),
+        choices=sorted(TARGETS),
         help="compute capabilities (default: all)",
-    )  # fmt: skip
+    )
     parser.add_argument("--workers", type=int, default=None, help="compile processes")
     parser.add_argument("--json", type=Path, help="write every result to this file")
     parser.add_argument("--markdown", action="store_true", help="print every configuration")
     parser.add_argument("--no-cache", action="store_true", help="compile everything again")
+    parser.add_argument(
+        "--device",
+        action="store_true",
+        help="on a CUDA machine: compile for its arch, run the kernels, and compare "
+        "the driver's registers and spills with the compile-time figures",
+    )
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("TRITON_INTERPRET=1 replaces the kernels by the interpreter: unset it")
     use_cache = not args.no_cache and os.environ.get("AUTOSHUFFLE_GPU_COMPILE_CACHE") != "off"
+    if args.device:
+        import torch
+
+        major, minor = torch.cuda.get_device_capability()
+        args.arch = [a for a in (major * 10 + minor,) if a in TARGETS]
+        if not args.arch:
+            print(f"sm_{major}{minor} has no limits in TARGETS: no compile-time figures to compare")
     start = time.perf_counter()
     results = compile_all(tuple(args.arch), args.workers, use_cache)
     elapsed = time.perf_counter() - start
@@ -327,11 +485,20 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
     print(table(results) if args.markdown else summary(results))
     compiled = sum(1 for r in results if not r.cached)
-    print(f"\n{len(results)} configurations, {compiled} compiled, {len(results) - compiled} from "
-          f"the cache, {elapsed:.0f} s")  # fmt: skip
+    print(
+        f"\n{len(results)} configurations, {compiled} compiled, {len(results) - compiled} from "
+        f"the cache, {elapsed:.0f} s"
+    )
     bad = [r for r in results if r.problems]
     for r in bad:
         print(f"FAIL sm_{r.arch} {r.label}: {'; '.join(r.problems)}\n    chosen by {r.source}")
+    if args.device:
+        run_on_device()
+        print("\nKernels loaded by the driver on this GPU:\n")
+        device_problems = device_report(results)
+        for problem in device_problems:
+            print(f"FAIL on the device: {problem}")
+        bad += device_problems
     return 1 if bad else 0
 
 
