@@ -103,3 +103,18 @@ def run_with_cpu_capability(script: str, capability: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+# The head of a subprocess script that runs the package without its compiled library.
+BLOCK_COMPILED_LIBRARY = """
+import sys
+import warnings
+
+class BlockCompiledLibrary:
+    def find_spec(self, name, path=None, target=None):
+        if name == "autoshuffle_ext._C":
+            raise ImportError("blocked by the test")
+        return None
+
+sys.meta_path.insert(0, BlockCompiledLibrary())
+"""

@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import autoshuffle_ext as asx
+from tests.references import BLOCK_COMPILED_LIBRARY
 
 
 def test_compiled_library_is_loaded():
@@ -25,18 +26,8 @@ def test_package_import_alone_loads_compiled_library():
     assert "RuntimeWarning" not in result.stderr
 
 
-_WITHOUT_C = textwrap.dedent(
+_WITHOUT_C = BLOCK_COMPILED_LIBRARY + textwrap.dedent(
     """
-    import sys
-    import warnings
-
-    class BlockCompiledLibrary:
-        def find_spec(self, name, path=None, target=None):
-            if name == "autoshuffle_ext._C":
-                raise ImportError("blocked by the test")
-            return None
-
-    sys.meta_path.insert(0, BlockCompiledLibrary())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         import torch

@@ -14,6 +14,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.func import grad, jacfwd, jacrev, jvp, vjp, vmap
 
 import autoshuffle_ext as asx
+from tests.references import BLOCK_COMPILED_LIBRARY
 
 GATHER = torch.ops.autoshuffle_ext.channel_gather
 CAT_GATHER = torch.ops.autoshuffle_ext.cat_gather
@@ -242,18 +243,8 @@ def test_compiled_autograd_through_the_gathers():
     assert torch.equal(x.grad, full[:, :4][:, asx.ops.inverse_permutation(perm)])
 
 
-_FALLBACK = textwrap.dedent(
+_FALLBACK = BLOCK_COMPILED_LIBRARY + textwrap.dedent(
     """
-    import sys
-    import warnings
-
-    class BlockCompiledLibrary:
-        def find_spec(self, name, path=None, target=None):
-            if name == "autoshuffle_ext._C":
-                raise ImportError("blocked by the test")
-            return None
-
-    sys.meta_path.insert(0, BlockCompiledLibrary())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch
