@@ -192,7 +192,7 @@ def test_report_names_the_sites_and_where_they_were_written(capsys):
     # The assert and the size branch were fixed to the example's answer, and said so.
     assert any("test_convert_spellings.py" in s for s in report.specialized)
     printed = capsys.readouterr().out
-    assert "3 shuffle site(s) converted" in printed
+    assert "3 site(s) converted (shuffle: 3)" in printed
     assert "units.1.channel_shuffle" in printed and "shuffle g=3" in printed
     assert report.rows()[1]["what"] == "shuffle g=3"
 
@@ -339,7 +339,8 @@ def test_fixed_kind_keeps_each_sites_own_permutation():
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_the_packages_own_fixed_models_convert_like_any_network(version):
     """ShuffleNet built with the fixed shuffle, then converted: the learned variant, starting at
-    the fixed shuffle (v2's units concat and shuffle in one `cat_shuffle` call)."""
+    the fixed shuffle (v2's units concat and shuffle in one `cat_shuffle` call). Its shuffles
+    are modules at one site each: swapped in place, the model keeps its classes and code."""
     torch.manual_seed(0)
     if version == "v1":
         model = asx.models.shufflenet_v1(3, 0.5, num_classes=10, stem="cifar")
@@ -349,8 +350,10 @@ def test_the_packages_own_fixed_models_convert_like_any_network(version):
     x = torch.randn(2, 3, 32, 32)
     converted, report = convert(model, x[:1])
     assert len(report.sites) == 16
-    expected = "shuffle g=3" if version == "v1" else "shuffle g=2 of a concat"
+    expected = "shuffle g=3" if version == "v1" else "shuffle g=2"
     assert {site.what for site in report.sites} == {expected}
+    assert {site.spelling for site in report.sites} == {"FixedShuffle"}
+    assert type(converted) is type(model)
     assert len(list(asx.structures(converted, asx.LearnedShuffle))) == 16
     torch.testing.assert_close(asx.freeze(converted).eval()(x), model(x), rtol=0, atol=0)
     # A frozen model converts back to learned, starting from its permutations.

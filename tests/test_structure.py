@@ -22,8 +22,8 @@ class ChannelGain(asx.LearnedStructure):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gain.view(1, -1, 1, 1)
 
-    def penalty(self) -> torch.Tensor:
-        return self.penalty_weight * (self.gain * (1 - self.gain)).sum()
+    def raw_penalty(self) -> torch.Tensor:
+        return (self.gain * (1 - self.gain)).sum()
 
     def project_(self) -> None:
         with torch.no_grad():
@@ -34,7 +34,7 @@ class ChannelGain(asx.LearnedStructure):
 
     def report(self) -> dict:
         return {
-            "penalty": float((self.gain * (1 - self.gain)).sum()),
+            "penalty": float(self.raw_penalty().detach()),
             "kept": int((self.gain > 0.5).sum()),
         }
 
@@ -152,3 +152,107 @@ def test_default_protocol_methods():
     assert torch.equal(plain.w, torch.ones(3))
     assert plain.report() == {"penalty": 0.0}
     assert list(plain.structure_parameters()) == [plain.w]
+
+
+def test_the_base_weighs_the_raw_penalty_and_reports_it_unweighted():
+    gain = ChannelGain(6, penalty_weight=0.25)
+    raw = (gain.gain * (1 - gain.gain)).sum()
+    torch.testing.assert_close(gain.raw_penalty(), raw)
+    torch.testing.assert_close(gain.penalty(), 0.25 * raw)
+    assert gain.report()["penalty"] == pytest.approx(float(raw.detach()))
+
+
+class FusedGain(ChannelGain):
+    """A structure whose forward computes its penalty on the way (as a fused op would)."""
+
+    calls = 0
+
+    def raw_penalty(self) -> torch.Tensor:
+        FusedGain.calls += 1
+        return super().raw_penalty()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.remember_penalty(super().raw_penalty() * 1.0)
+        return super().forward(x)
+
+
+def test_the_base_reuses_the_forward_penalty_until_a_parameter_changes():
+    gain = FusedGain(6)
+    gain(torch.randn(1, 6, 2, 2))
+    FusedGain.calls = 0
+    first = gain.penalty()
+    assert FusedGain.calls == 0  # the forward's value
+    torch.testing.assert_close(first, gain.penalty_weight * gain.raw_penalty())
+    with torch.no_grad():
+        gain.gain.add_(0.1)  # an optimizer step: the remembered value is stale
+    FusedGain.calls = 0
+    gain.penalty()
+    assert FusedGain.calls == 1
+    with torch.no_grad():
+        gain(torch.randn(1, 6, 2, 2))  # no gradient: nothing to reuse
+    FusedGain.calls = 0
+    gain.penalty()
+    assert FusedGain.calls == 1
+    gain(torch.randn(1, 6, 2, 2))
+    import copy
+
+    assert copy.deepcopy(gain)._forward_penalty is None  # a copy starts without it
+
+
+def test_param_group_hints_name_each_structures_own_parameters():
+    plain_gain = ChannelGain(4)
+    [group] = plain_gain.param_groups()
+    assert group.name == "structure" and group.params == (plain_gain.gain,)
+    assert group.lr is None and group.weight_decay == 0.0
+    shuffle = asx.LearnedShuffle(8, 2)
+    shuffle.lr = 0.5
+    assert [(g.name, g.params, g.lr) for g in shuffle.param_groups()] == [
+        ("shuffle", (shuffle.weight,), 0.5)
+    ]
+    conv = asx.DGConv2d(8, 8, 1, init_groups=2)
+    assert [(g.name, g.params) for g in conv.param_groups()] == [("gate", (conv.gates,))]
+    assert list(conv.structure_parameters()) == [conv.gates]
+
+
+def test_count_macs_asks_each_structure_for_its_cost():
+    from autoshuffle_ext.models import count_macs
+
+    class Costly(ChannelGain):
+        def macs(self, inputs, output):
+            return 1000, 10
+
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), Costly(6), asx.LearnedShuffle(6, 3))
+    inference, training = count_macs(model, (3, 4, 4))
+    conv = 16 * 6 * 3
+    assert inference == conv + 10 + 0  # a learned shuffle is a gather at inference
+    assert training == (1000 - 10) + 16 * 6 * 6  # and a 6 x 6 mixing per pixel in training
+    # A structure that does not count itself has its children counted.
+    wrapped = nn.Sequential(ChannelGain(3), nn.Conv2d(3, 6, 1))
+    assert count_macs(wrapped, (3, 4, 4)) == (conv, 0)
+
+
+def test_freeze_folds_foldable_blocks_and_drops_regularizers():
+    class Block(nn.Sequential, asx.Foldable):
+        folded = 0
+
+        def fold_frozen_(self) -> None:
+            Block.folded += 1
+
+    class Budget(asx.Regularizer):
+        def __init__(self, layers) -> None:
+            super().__init__()
+            self.layers = tuple(layers)
+            self.penalty_weight = 2.0
+
+        def raw_penalty(self) -> torch.Tensor:
+            return sum(layer.raw_penalty() for layer in self.layers)
+
+    model = nn.Sequential(Block(ChannelGain(3)), Block(Block(ChannelGain(3))))
+    model.budget = Budget([model[0][0], model[1][0][0]])
+    torch.testing.assert_close(
+        asx.penalty(model), 2 * model.budget.raw_penalty() + 0.1 * model.budget.raw_penalty()
+    )
+    frozen = asx.freeze(model)
+    assert Block.folded == 3
+    assert isinstance(frozen.budget, nn.Identity)
+    assert not list(asx.structures(frozen))

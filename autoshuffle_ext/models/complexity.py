@@ -1,18 +1,20 @@
 """Model size and cost: parameters (network vs learned shuffle) and multiply-adds.
 
 FLOPs follow the ShuffleNet papers' convention: multiply-adds of the convolutions and the fully
-connected layer at inference. A learned shuffle costs nothing at inference (it is frozen into a
-gather), so its training-time mixing product (C x C per pixel) is reported on its own.
+connected layer at inference. Learned structures report their own cost in training and at
+inference (a learned shuffle costs nothing at inference, a gather, and its C x C mixing product
+per pixel in training); what training adds is reported on its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..modules import SoftShuffle, freeze, structures
+from ..modules import LearnedStructure, freeze, structures
 
 __all__ = ["Complexity", "count_macs", "count_parameters", "input_resolution", "measure"]
 
@@ -23,45 +25,58 @@ class Complexity:
 
     params: int  # parameters of the inference form (frozen)
     shuffle_params: int  # structure parameters (C x C per learned shuffle), extra at training
-    macs: int  # inference multiply-adds of convs and fc
-    shuffle_macs: int  # training-time multiply-adds of the soft shuffles' mixing products
+    macs: int  # inference multiply-adds of convs and fc (and structures' inference forms)
+    shuffle_macs: int  # multiply-adds that the learned structures add in training
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(network parameters, structure parameters) of `model`: the second counts what its learned
-    structures train on top of the network (`structure_parameters`)."""
-    shuffle = {id(p) for _, m in structures(model) for p in m.structure_parameters()}
+    structures train on top of the network (the parameters of their `param_groups()` hints)."""
+    extra_ids = {id(p) for _, m in structures(model) for p in m.structure_parameters()}
     params = list(model.parameters())
-    extra = sum(p.numel() for p in params if id(p) in shuffle)
+    extra = sum(p.numel() for p in params if id(p) in extra_ids)
     return sum(p.numel() for p in params) - extra, extra
 
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]:
-    """(conv + fc multiply-adds, soft shuffle mixing multiply-adds) for one input of
-    `input_size` ([C, H, W]), by a forward pass with hooks (the model is left as it was)."""
-    counts = {"net": 0, "mix": 0}
+    """(inference multiply-adds, what training adds to them) for one input of `input_size`
+    ([C, H, W]), by a forward pass with hooks (the model is left as it was).
+
+    Convolutions and linear layers count `output elements x fan-in`; a learned structure
+    counts itself (`LearnedStructure.macs`: its training and inference cost, e.g. a learned
+    shuffle's C x C mixing in training and a free gather at inference), its children then
+    not counted again; one that returns None has its children counted as usual."""
+    layers: list[tuple[int, tuple[int, ...]]] = []  # (macs, enclosing structures' ids)
+    own: dict[int, tuple[int, int]] = {}  # structure id -> (training, inference), summed
+    inside: list[int] = []
+
+    def enter(module: nn.Module, _inputs) -> None:
+        inside.append(id(module))
+
+    def structure_hook(module: LearnedStructure, inputs, output) -> None:
+        inside.pop()
+        cost = module.macs(inputs, output)
+        if cost is not None:
+            train, infer = own.get(id(module), (0, 0))
+            own[id(module)] = (train + int(cost[0]), infer + int(cost[1]))
 
     def conv_hook(module: nn.Conv2d, _inputs, output: torch.Tensor) -> None:
-        kh, kw = module.kernel_size
-        per_output = (module.in_channels // module.groups) * kh * kw
-        counts["net"] += output[0].numel() * per_output
+        per_output = (module.in_channels // module.groups) * math.prod(module.kernel_size)
+        layers.append((output[0].numel() * per_output, tuple(inside)))
 
     def linear_hook(module: nn.Linear, _inputs, output: torch.Tensor) -> None:
-        counts["net"] += output[0].numel() * module.in_features
-
-    def mix_hook(module: nn.Module, inputs, _output) -> None:
-        x = inputs[0][0]
-        counts["mix"] += x.numel() * module.num_channels
+        layers.append((output[0].numel() * module.in_features, tuple(inside)))
 
     handles = []
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, LearnedStructure):
+            handles.append(module.register_forward_pre_hook(enter))
+            handles.append(module.register_forward_hook(structure_hook))
+        elif isinstance(module, nn.Conv2d):
             handles.append(module.register_forward_hook(conv_hook))
         elif isinstance(module, nn.Linear):
             handles.append(module.register_forward_hook(linear_hook))
-        elif isinstance(module, SoftShuffle):
-            handles.append(module.register_forward_hook(mix_hook))
     was_training = model.training
     first = next(model.parameters())
     try:
@@ -71,7 +86,13 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return counts["net"], counts["mix"]
+    inference = sum(infer for _, infer in own.values())
+    training = sum(train for train, _ in own.values())
+    for macs, enclosing in layers:
+        if not any(key in own for key in enclosing):
+            inference += macs
+            training += macs
+    return inference, training - inference
 
 
 def input_resolution(stem: str) -> int:
@@ -83,9 +104,7 @@ def measure(model: nn.Module, input_size: tuple[int, ...]) -> Complexity:
     """Parameters and multiply-adds of `model` for inputs of `input_size` ([C, H, W]): params
     and macs are those of its inference form (`freeze`: learned group counts as grouped convs),
     shuffle_params and shuffle_macs what its learned structures add in training."""
-    frozen = freeze(model)
-    params, _ = count_parameters(frozen)
+    params, _ = count_parameters(freeze(model))
     _, shuffle_params = count_parameters(model)
-    macs, _ = count_macs(frozen, input_size)
-    _, shuffle_macs = count_macs(model, input_size)
+    macs, shuffle_macs = count_macs(model, input_size)
     return Complexity(params, shuffle_params, macs, shuffle_macs)

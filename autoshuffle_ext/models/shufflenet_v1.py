@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import DGConv2d, GroupBudget, make_shuffle
+from ..modules import DGConv2d, Foldable, GroupBudget, make_shuffle
 from .fold_v1 import fold_unit_permutations_
 from .stem import check_model_args, make_stem
 
@@ -53,7 +53,7 @@ def pointwise_conv(
     raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {kind!r}")
 
 
-class ShuffleNetV1Unit(nn.Module):
+class ShuffleNetV1Unit(nn.Module, Foldable):
     """One ShuffleNet v1 unit (see the module docstring).
 
     Args:

@@ -18,12 +18,11 @@ cost * (n_k - 1) / (1 + g_k (n_k - 1))); no term without a budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from .dgconv_grouped import block_weight, grouped_masked_conv2d
+from .dgconv_grouped import block_weight, grouped_masked_conv2d, unblock_weight
 from .dgconv_mask import (
     GroupPlan,
     cost_fraction,
@@ -35,7 +34,7 @@ from .dgconv_mask import (
     relationship_matrix,
 )
 from .hard import HardShuffle
-from .structure import LearnedStructure
+from .structure import LearnedStructure, ParamGroup
 
 __all__ = ["DEFAULT_BUDGET_WEIGHT", "DEFAULT_GATE_INIT", "DGConv2d"]
 
@@ -121,6 +120,8 @@ class DGConv2d(LearnedStructure):
             [N, in_channels, H, W].
     """
 
+    param_group = "gate"  # the training program's --gate-lr
+
     def __init__(
         self,
         in_channels: int,
@@ -172,6 +173,46 @@ class DGConv2d(LearnedStructure):
         self._plans: dict[tuple[tuple[bool, ...], torch.device], GroupPlan] = {}
         self.reset_parameters()
         self.set_groups_(init_groups)
+
+    @classmethod
+    @torch.no_grad()
+    def from_conv(cls, conv: nn.Conv2d, **options) -> DGConv2d:
+        """A `DGConv2d` that computes what `conv` does: started on its groups
+        (`init_groups=conv.groups`), its weights inside the groups' blocks and its bias; the
+        entries outside the blocks (masked until a gate opens) keep their fresh init. `options`
+        are the other keyword arguments (gate_init, budget, penalty_weight).
+
+        Raises:
+            TypeError: conv not an `nn.Conv2d`.
+            ValueError: a conv that DGConv2d cannot stand for (padding given as a string, a
+                padding mode other than zeros), or options it refuses.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+        if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            raise ValueError(
+                "conv must pad with zeros given as numbers, got padding="
+                f"{conv.padding!r}, padding_mode={conv.padding_mode!r}"
+            )
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.bias is not None,
+            dilation=conv.dilation,
+            init_groups=conv.groups,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+            **options,
+        )
+        inside = layer.mask().detach().bool()[:, :, None, None]
+        dense = unblock_weight(conv.weight.detach(), layer.plan())
+        layer.weight.copy_(torch.where(inside, dense, layer.weight))
+        if conv.bias is not None:
+            layer.bias.copy_(conv.bias)
+        return layer
 
     def reset_parameters(self) -> None:
         """weight and bias as `nn.Conv2d` initialises them (fan-in of the dense conv)."""
@@ -258,12 +299,12 @@ class DGConv2d(LearnedStructure):
             x, self.weight, mask, self.bias, self.plan(), self.stride, self.padding, self.dilation
         )
 
-    def penalty(self) -> torch.Tensor:
-        """`penalty_weight * relu(cost_fraction - budget)` (0-d, differentiable in the gates);
-        zero without a budget."""
+    def raw_penalty(self) -> torch.Tensor:
+        """`relu(cost_fraction - budget)` (0-d, differentiable in the gates); zero without a
+        budget."""
         if self.budget is None:
             return self.gates.new_zeros(())
-        return self.penalty_weight * torch.relu(self.cost_fraction() - self.budget)
+        return torch.relu(self.cost_fraction() - self.budget)
 
     @torch.no_grad()
     def to_inference(self) -> nn.Module:
@@ -313,9 +354,17 @@ class DGConv2d(LearnedStructure):
                 "distance": 0.0,
             }
 
-    def structure_parameters(self) -> Iterator[nn.Parameter]:
-        """The gates (weight and bias are network parameters)."""
-        yield self.gates
+    def param_groups(self) -> list[ParamGroup]:
+        """The gates, in the group "gate" (the training program's --gate-lr); weight and bias
+        are network parameters."""
+        return [ParamGroup(self.param_group, (self.gates,), self.lr)]
+
+    def macs(self, inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+        """The grouped conv of the current gates, in training (what the forward runs) and at
+        inference."""
+        kh, kw = self.kernel_size
+        grouped = output[0].numel() * (self.in_channels // self.num_groups()) * kh * kw
+        return grouped, grouped
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         # Gates only mean something with their factors: refuse those of another factor order.

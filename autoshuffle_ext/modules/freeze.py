@@ -10,7 +10,7 @@ from torch import nn
 
 from .collect import structures
 from .soft import SoftShuffle
-from .structure import LearnedStructure
+from .structure import Foldable, LearnedStructure
 
 __all__ = ["freeze", "shuffle_report", "structure_report"]
 
@@ -19,9 +19,10 @@ def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Replaces every `LearnedStructure` of `model` by its `to_inference()` module (a learned
     shuffle: the `HardShuffle` its matrix rounds to, by a maximum-weight assignment).
 
-    Then every module that defines `fold_frozen_()` (e.g. a ShuffleNet v1 unit, which merges its
-    gathers) gets it called, innermost first. When every relaxed structure sits on its constraint
-    (every M a permutation matrix) the frozen model computes exactly what the trained one did.
+    Then every `Foldable` module (e.g. a ShuffleNet v1 unit, which merges its gathers) has its
+    `fold_frozen_()` called, innermost first; a `Regularizer` becomes `nn.Identity`. When every
+    relaxed structure sits on its constraint (every M a permutation matrix) the frozen model
+    computes exactly what the trained one did.
     Returns a frozen copy, or `model` itself with `inplace=True`; the original keeps training.
     A bare structure returns its inference module (a new module either way; `inplace` changes
     nothing there).
@@ -37,9 +38,8 @@ def freeze(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         setattr(target.get_submodule(parent_name), child, module.to_inference())
         replaced.append(name)
     for module in reversed(list(target.modules())):
-        fold = getattr(module, "fold_frozen_", None)
-        if callable(fold):
-            fold()
+        if isinstance(module, Foldable):
+            module.fold_frozen_()
     return target
 
 

@@ -15,15 +15,14 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from .dgconv import DEFAULT_BUDGET_WEIGHT, DGConv2d
-from .structure import LearnedStructure
+from .structure import Regularizer
 
 __all__ = ["GroupBudget"]
 
 
-class GroupBudget(LearnedStructure):
+class GroupBudget(Regularizer):
     """The budget term of several `DGConv2d` layers, as one structure of the model.
 
     Args:
@@ -91,13 +90,10 @@ class GroupBudget(LearnedStructure):
         pairs = zip(self.shares, self.layers, strict=True)
         return torch.stack([share * layer.cost_fraction() for share, layer in pairs]).sum()
 
-    def penalty(self) -> torch.Tensor:
-        """`penalty_weight * relu(cost_fraction - budget)` (0-d)."""
-        return self.penalty_weight * torch.relu(self.cost_fraction() - self.budget)
-
-    def to_inference(self) -> nn.Module:
-        """Nothing: the budget only shapes training (the layers freeze on their own)."""
-        return nn.Identity()
+    def raw_penalty(self) -> torch.Tensor:
+        """`relu(cost_fraction - budget)` (0-d); `freeze` removes the budget (the layers
+        freeze on their own)."""
+        return torch.relu(self.cost_fraction() - self.budget)
 
     def report(self) -> dict:
         """cost (the weighted cost fraction), budget, penalty (the unweighted excess), layers,

@@ -73,36 +73,19 @@ class LearnedShuffle(SoftShuffle):
             num_channels, groups, init, blend=blend, noise=noise, generator=generator
         )
         self.weight = nn.Parameter(matrix)
-        # P(M) of the last differentiable forward, and the storage and version of M it saw.
-        self._last_penalty: tuple[torch.Tensor, tuple[int, int]] | None = None
 
     def matrix(self) -> torch.Tensor:
         return self.weight
 
-    def _weight_state(self) -> tuple[int, int]:
-        # In-place updates bump the version; `.data = ...` swaps the storage instead.
-        return self.weight.data_ptr(), self.weight._version
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels(x, self.num_channels, type(self).__name__)
         y, p = shuffle_mix(x, self.weight)
-        if p.requires_grad and not torch.compiler.is_compiling():
-            self._last_penalty = (p, self._weight_state())
+        self.remember_penalty(p)  # `penalty()` reuses it while M is unchanged
         return y
 
-    def __getstate__(self) -> dict:
-        # The cached penalty belongs to one forward's graph: copies and pickles start without it.
-        state = super().__getstate__()
-        return {**state, "_last_penalty": None}
-
-    def penalty(self) -> torch.Tensor:
-        """`penalty_weight * P(M)` (0-d), differentiable in M."""
-        cached = self._last_penalty
-        if cached is not None and cached[1] == self._weight_state():
-            p = cached[0]
-        else:
-            p = l1l2_penalty(self.weight)
-        return self.penalty_weight * p
+    def raw_penalty(self) -> torch.Tensor:
+        """P(M) (0-d), differentiable in M."""
+        return l1l2_penalty(self.weight)
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -30,6 +30,7 @@ class SoftShuffle(LearnedStructure):
 
     num_channels: int
     groups: int | None
+    param_group = "shuffle"  # the training program's --shuffle-lr
 
     def __init__(
         self, num_channels: int, groups: int | None, reference: torch.Tensor | None = None
@@ -78,6 +79,10 @@ class SoftShuffle(LearnedStructure):
         """Frobenius distance from M to its rounded permutation matrix."""
         with torch.no_grad():
             return distance_to_permutation(self.matrix())
+
+    def macs(self, inputs: tuple, output: torch.Tensor) -> tuple[int, int]:
+        """Training: the C x C mixing product at every pixel; inference: none (a gather)."""
+        return inputs[0][0].numel() * self.num_channels, 0
 
     def to_inference(self) -> HardShuffle:
         """The exact gather this shuffle rounds to."""
