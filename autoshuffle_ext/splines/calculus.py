@@ -46,9 +46,12 @@ def tv2(coefficients: torch.Tensor, spacing: float) -> torch.Tensor:
 
 
 def numerical_zero(coefficients: torch.Tensor, spacing: float) -> float:
-    """The size below which a slope change is rounding noise of the knot values' dtype."""
+    """The size below which a slope change is rounding noise of the knot values: that of their
+    dtype, at least float32's (the modules create them in float32; a module moved to float64
+    keeps float32 noise)."""
     scale = float(coefficients.detach().abs().max()) if coefficients.numel() else 0.0
-    return 8 * torch.finfo(coefficients.dtype).eps * max(scale, 1.0) / spacing
+    eps = max(torch.finfo(coefficients.dtype).eps, torch.finfo(torch.float32).eps)
+    return 8 * eps * max(scale, 1.0) / spacing
 
 
 def knot_mask(coefficients: torch.Tensor, spacing: float, threshold: float = 0.0) -> torch.Tensor:
