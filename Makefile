@@ -17,9 +17,13 @@ TEST_ENV := TRITON_INTERPRET=1 OMP_NUM_THREADS=$(shell nproc)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# deepsplines (the spline paper's code, the peer of tests/test_spline_deepsplines.py and
+# bench/bench_spline.py) declares torchvision, which would pull another torch: it is installed
+# without dependencies (its ds_modules need only torch and numpy).
 $(DEPS): requirements.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps deepsplines==1.0.0
 	touch $@
 
 $(BUILT): $(DEPS) $(SOURCES)
