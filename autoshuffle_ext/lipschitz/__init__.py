@@ -1,0 +1,24 @@
+"""Lipschitz networks (Li et al., "Preventing Gradient Attenuation in Lipschitz Constrained
+Convolutional Networks", NeurIPS 2019): orthogonal convolutions (BCOP), Björck linear layers,
+gradient-norm-preserving activations, the paper's LipConvNets, an orthogonal learned shuffle,
+and certified robustness from the logits.
+
+The learned layers (`BCOPConv2d`, `BjorckLinear`, `OrthogonalShuffle`) follow the package's
+`LearnedStructure` protocol: `asx.freeze` turns them into plain modules computing the same
+outputs, `asx.structure_report` lists them.
+"""
+
+from .bcop import BCOPConv2d
+from .bcop_kernel import bcop_kernel
+from .bjorck import bjorck_orthonormalize, orthogonality_error, spectral_norm_estimate
+from .circular import circular_conv2d, circular_conv_singular_values
+
+__all__ = [
+    "BCOPConv2d",
+    "bcop_kernel",
+    "bjorck_orthonormalize",
+    "circular_conv2d",
+    "circular_conv_singular_values",
+    "orthogonality_error",
+    "spectral_norm_estimate",
+]
