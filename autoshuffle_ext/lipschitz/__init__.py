@@ -12,13 +12,25 @@ from .bcop import BCOPConv2d
 from .bcop_kernel import bcop_kernel
 from .bjorck import bjorck_orthonormalize, orthogonality_error, spectral_norm_estimate
 from .circular import circular_conv2d, circular_conv_singular_values
+from .downsampling import InvertibleDownsampling
+from .group_sort import GroupSort, MaxMin
+from .linear import BjorckLinear
+from .orthogonal_shuffle import OrthogonalShuffle
+from .signed_shuffle import SignedShuffle, fold_signed_shuffle
 
 __all__ = [
     "BCOPConv2d",
+    "BjorckLinear",
+    "GroupSort",
+    "InvertibleDownsampling",
+    "MaxMin",
+    "OrthogonalShuffle",
+    "SignedShuffle",
     "bcop_kernel",
     "bjorck_orthonormalize",
     "circular_conv2d",
     "circular_conv_singular_values",
+    "fold_signed_shuffle",
     "orthogonality_error",
     "spectral_norm_estimate",
 ]
