@@ -11,10 +11,14 @@ outputs, `asx.structure_report` lists them.
 from .bcop import BCOPConv2d
 from .bcop_kernel import bcop_kernel
 from .bjorck import bjorck_orthonormalize, orthogonality_error, spectral_norm_estimate
+from .bound import conv2d_lipschitz_bound, lipschitz_bound
+from .certify import certified_accuracy, certified_radius, certify, margin_for_radius
 from .circular import circular_conv2d, circular_conv_singular_values
 from .downsampling import InvertibleDownsampling
 from .group_sort import GroupSort, MaxMin
+from .hinge import multiclass_hinge_loss
 from .linear import BjorckLinear
+from .lipconvnet import LipConvNet, lipconvnet_large, lipconvnet_small
 from .orthogonal_shuffle import OrthogonalShuffle
 from .signed_shuffle import SignedShuffle, fold_signed_shuffle
 
@@ -23,14 +27,24 @@ __all__ = [
     "BjorckLinear",
     "GroupSort",
     "InvertibleDownsampling",
+    "LipConvNet",
     "MaxMin",
     "OrthogonalShuffle",
     "SignedShuffle",
     "bcop_kernel",
     "bjorck_orthonormalize",
+    "certified_accuracy",
+    "certified_radius",
+    "certify",
     "circular_conv2d",
     "circular_conv_singular_values",
+    "conv2d_lipschitz_bound",
     "fold_signed_shuffle",
+    "lipconvnet_large",
+    "lipconvnet_small",
+    "lipschitz_bound",
+    "margin_for_radius",
+    "multiclass_hinge_loss",
     "orthogonality_error",
     "spectral_norm_estimate",
 ]
