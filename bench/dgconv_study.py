@@ -23,13 +23,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from autoshuffle_ext.models import build_model
+from autoshuffle_ext.modules import GroupsConfig
 
 
 def start_groups(config: dict) -> tuple[list[int], float]:
     """The fixed model's group counts, which the learned one starts from, and their cost."""
-    model = build_model(
-        config["model"], 10, config["stem"], "fixed", pointwise="learned", budget=1.0
-    )
+    model = build_model(config["model"], 10, config["stem"], [GroupsConfig(budget=1.0)])
     report = model.group_budget.report()
     return report["groups"], report["cost"]
 

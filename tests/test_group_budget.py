@@ -10,7 +10,6 @@ from torch import nn
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.models import shufflenet_v1
-from autoshuffle_ext.models.shufflenet_v1 import pointwise_costs
 
 
 def layers_with_groups(groups_per_layer, channels=12):
@@ -53,8 +52,8 @@ def test_the_budget_alone_splits_layers_until_the_cost_fits():
 
 
 def test_v1_weights_are_the_dense_multiply_adds_of_each_pointwise_conv():
-    model = shufflenet_v1(3, 0.25, 10, "cifar", pointwise="learned")
-    layers, weights = pointwise_costs(model.stages)
+    model = shufflenet_v1(3, 0.25, 10, "cifar", pointwise="learned", budget=1.0)
+    layers, weights = list(model.group_budget.layers), list(model.group_budget.shares)
     assert layers == [m for _, m in asx.structures(model, asx.DGConv2d)]
     # Measure: a dense 1x1 conv at the layer's input resolution costs in * out * H * W.
     areas = {}

@@ -90,7 +90,7 @@ def _variants():
 def test_output_shapes_of_every_variant_and_both_stems(name, shuffle):
     torch.manual_seed(0)
     for stem, side in (("cifar", 32), ("imagenet", 64)):
-        model = build_model(name, num_classes=7, stem=stem, shuffle=shuffle)
+        model = build_model(name, num_classes=7, stem=stem, structures=[asx.ShuffleConfig(shuffle)])
         x = torch.randn(2, 3, side, side)
         out = model(x)
         assert out.shape == (2, 7)
@@ -282,8 +282,9 @@ def test_unknown_pointwise_kind_is_refused():
 
 
 def test_learned_groups_start_at_the_fixed_models_cost_and_are_listed(capsys):
-    fixed = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", "learned")
-    learned = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", "learned", pointwise="learned")
+    shuffle, groups = asx.ShuffleConfig("learned"), asx.GroupsConfig("learned")
+    fixed = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", [shuffle])
+    learned = build_model("shufflenet_v1_g3_x0_5", 10, "cifar", [shuffle, groups])
     a, b = measure(fixed, (3, 32, 32)), measure(learned, (3, 32, 32))
     assert (b.params, b.macs, b.shuffle_macs) == (a.params, a.macs, a.shuffle_macs)
     assert b.shuffle_params > a.shuffle_params  # the gates train on top
@@ -291,5 +292,3 @@ def test_learned_groups_start_at_the_fixed_models_cost_and_are_listed(capsys):
     out = capsys.readouterr().out
     assert "pointwise groups, in order | 1 3 3 3" in out
     assert "pointwise cost / dense (matching --budget) | 0.3416 |" in out
-    with pytest.raises(ValueError, match="built for ShuffleNet v1"):
-        build_model("shufflenet_v2_x0_5", pointwise="learned")

@@ -23,7 +23,7 @@ def test_compare_smoke_run_writes_every_artifact_and_prints_the_table(tmp_path, 
     assert main([*TINY, "--compare", "fixed,learned,sinkhorn", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     header = (
-        "| shuffle | seed | soft acc | frozen acc | params | shuffle params | MFLOPs | s/epoch |"
+        "| variant | seed | soft acc | frozen acc | params | shuffle params | MFLOPs | s/epoch |"
     )
     assert header in printed
     for kind in ("fixed", "learned", "sinkhorn"):
@@ -33,9 +33,9 @@ def test_compare_smoke_run_writes_every_artifact_and_prints_the_table(tmp_path, 
             assert (run / name).is_file(), (kind, name)
         assert (run / "permutations.png").is_file() == (kind != "fixed")
         result = json.loads((run / "result.json").read_text())
-        assert result["shuffle"] == kind and 0.0 <= result["frozen_acc"] <= 1.0
+        assert result["variant"] == kind and 0.0 <= result["frozen_acc"] <= 1.0
     rows = json.loads((out / "comparison.json").read_text())["runs"]
-    assert [r["shuffle"] for r in rows] == ["fixed", "learned", "sinkhorn"]
+    assert [r["variant"] for r in rows] == ["fixed", "learned", "sinkhorn"]
     assert rows[0]["params"] == rows[1]["params"] and rows[1]["shuffle_params"] > 0
     assert rows[0]["macs"] == rows[1]["macs"] == rows[2]["macs"]
     assert rows[0]["final_penalty"] is None and rows[1]["final_penalty"] is not None
@@ -113,7 +113,7 @@ def test_a_used_run_directory_is_never_overwritten(tmp_path, capsys):
 
 def _summary(out):
     return {
-        row["shuffle"]: row for row in json.loads((out / "comparison.json").read_text())["summary"]
+        row["variant"]: row for row in json.loads((out / "comparison.json").read_text())["summary"]
     }
 
 
@@ -133,7 +133,7 @@ def test_seeds_run_every_variant_per_seed_resume_and_aggregate(tmp_path, capsys)
     assert "Over seeds (mean ± sample std)" in printed and "| random | 0,1 |" in printed
 
     runs = json.loads((whole / "comparison.json").read_text())["runs"]
-    assert [(r["shuffle"], r["seed"]) for r in runs] == [
+    assert [(r["variant"], r["seed"]) for r in runs] == [
         ("fixed", 0), ("random", 0), ("fixed", 1), ("random", 1)
     ]  # fmt: skip
     resumed = json.loads((parts / "comparison.json").read_text())["runs"]
@@ -142,7 +142,7 @@ def test_seeds_run_every_variant_per_seed_resume_and_aggregate(tmp_path, capsys)
         return [{k: v for k, v in r.items() if k != "time_per_epoch"} for r in rows]
 
     assert untimed(runs) == untimed(resumed)
-    acc = {(r["shuffle"], r["seed"]): r["frozen_acc"] for r in runs}
+    acc = {(r["variant"], r["seed"]): r["frozen_acc"] for r in runs}
     summary = _summary(whole)
     random_row = summary["random"]
     assert random_row["seeds"] == [0, 1]
@@ -226,7 +226,7 @@ def test_learned_groups_train_with_a_budget_and_are_reported(tmp_path):
     assert groups and all(g >= 1 for g in groups)
     (budget,) = [r for r in result["layers"] if r["kind"] == "GroupBudget"]
     assert budget["budget"] == 0.05 and budget["groups"] == groups
-    start = build_model("shufflenet_v1_g3_x0_25", 10, "cifar", pointwise="learned", budget=1.0)
+    start = build_model("shufflenet_v1_g3_x0_25", 10, "cifar", [asx.GroupsConfig(budget=1.0)])
     assert groups != start.group_budget.report()["groups"]  # the params below are not the start's
     frozen = torch.load(out / "learned" / "model_frozen.pt")
     buffers = ("running_mean", "running_var", "num_batches_tracked", "perm")
@@ -263,22 +263,22 @@ def test_gate_flags_reach_the_gates(tmp_path):
 def test_gates_start_at_gate_init_and_train_at_gate_lr():
     from autoshuffle_ext.train.loop import _param_groups
 
-    config = TrainConfig(groups="learned", gate_init=0.05, gate_lr=0.3, shuffle_lr=0.01, lr=0.1)
-    model = build_model(
-        config.model, 10, "cifar", "learned", pointwise="learned",
-        pointwise_options={"gate_init": config.gate_init},
-    )  # fmt: skip
+    structures = (asx.ShuffleConfig(lr=0.01), asx.GroupsConfig(gate_init=0.05, lr=0.3))
+    config = TrainConfig(structures=structures, lr=0.1)
+    model = build_model(config.model, 10, "cifar", config.structures)
     convs = [m for m in model.modules() if isinstance(m, asx.DGConv2d)]
     assert convs and all(torch.all(m.gates.abs() == 0.05) for m in convs)
     groups = _param_groups(model, config)
-    gate_group, shuffle_group = groups[3], groups[2]
+    by_name = {g.get("name"): g for g in groups}
+    gate_group, shuffle_group = by_name["gate"], by_name["shuffle"]
     assert gate_group["lr"] == 0.3 and gate_group["weight_decay"] == 0.0
     assert {id(p) for p in gate_group["params"]} == {id(m.gates) for m in convs}
     assert shuffle_group["lr"] == 0.01 and shuffle_group["params"]
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
-def test_learned_groups_on_v2_is_a_config_error(tmp_path, capsys):
-    argv = [*TINY, "--model", "shufflenet_v2_x0_5", "--groups", "learned", "--out", str(tmp_path)]
-    assert main(argv) == 2
-    assert "built for ShuffleNet v1" in capsys.readouterr().err
+def test_learned_groups_reach_v2_through_the_same_pass():
+    model = build_model("shufflenet_v2_x0_5", 10, "cifar", [asx.GroupsConfig()])
+    convs = [m for m in model.modules() if isinstance(m, asx.DGConv2d)]
+    assert len(convs) == 3 * 3 + 13 * 2 + 1  # v2's 1x1 convs, all dense at the start
+    assert {m.num_groups() for m in convs} == {1}

@@ -100,15 +100,18 @@ def test_learned_group_flags_need_groups_learned(capsys, argv):
 
 
 def test_learned_group_flags_still_default_with_groups_learned():
+    from autoshuffle_ext.modules import GroupsConfig, ShuffleConfig
     from autoshuffle_ext.train.cli import _config, build_parser
     from autoshuffle_ext.train.config import TrainConfig
 
     args = build_parser().parse_args([*TINY, "--groups", "learned"])
-    config = _config(args, "learned", None)
-    assert config.gate_init == TrainConfig().gate_init
-    assert config.budget_weight == TrainConfig().budget_weight
+    [groups] = [c for c in _config(args, "learned", None).structures if c.name == "groups"]
+    assert groups.gate_init == GroupsConfig().gate_init
+    assert groups.budget_weight == GroupsConfig().budget_weight
     args = build_parser().parse_args([*TINY, "--groups", "learned", "--gate-init", "0.25"])
-    assert _config(args, "learned", None).gate_init == 0.25
+    [groups] = [c for c in _config(args, "learned", None).structures if c.name == "groups"]
+    assert groups.gate_init == 0.25
+    assert TrainConfig().structures == (ShuffleConfig(),)  # the CLI's defaults
 
 
 def test_meta_device_is_refused(tmp_path, capsys):
@@ -143,3 +146,21 @@ def test_a_full_disk_names_the_text_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left on device") as info:
         atomic_write_text(tmp_path / "metrics.json", "{}")
     assert info.value.filename == str(tmp_path / "metrics.json")
+
+
+def test_train_config_checks_itself_as_the_command_line_does():
+    from autoshuffle_ext.modules import ShuffleConfig
+    from autoshuffle_ext.train.config import TrainConfig
+    from autoshuffle_ext.train.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--lr must be >= 0 and finite, got -1"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match=r"--epochs must be >= 1, got 0; --seed must lie"):
+        TrainConfig(epochs=0, seed=-3)
+    with pytest.raises(ConfigError, match=r"structures\[0\] must be a StructureConfig"):
+        TrainConfig(structures=("learned",))
+    with pytest.raises(ValueError, match="ShuffleConfig: penalty_weight must be >= 0"):
+        ShuffleConfig(penalty_weight=float("nan"))
+    config = TrainConfig(structures=[ShuffleConfig("sinkhorn")])
+    assert config.variant == "sinkhorn" and config.structures == (ShuffleConfig("sinkhorn"),)
+    assert config.to_dict()["structures"][0]["structure"] == "shuffle"

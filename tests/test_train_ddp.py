@@ -36,7 +36,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     ctx = init_distributed(device)
     config = TrainConfig(
         model="shufflenet_v1_g3_x0_25",
-        shuffle="learned",
         epochs=2,
         batch_size=16,
         limit_batches=3,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..modules import DGConv2d, structures
+from ..modules import DGConv2d, GroupsConfig, ShuffleConfig, structures
 from .complexity import input_resolution, measure
 from .registry import MODEL_NAMES, build_model
 from .stem import STEMS
@@ -39,14 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         try:
             # A budget of 1 never binds; it gives the model its GroupBudget to read the cost from.
             budget = 1.0 if args.groups == "learned" else None
-            model = build_model(
-                name,
-                args.num_classes,
-                args.stem,
-                shuffle="learned",
-                pointwise=args.groups,
-                budget=budget,
-            )
+            configs = [ShuffleConfig("learned")]
+            if args.groups == "learned":
+                configs.append(GroupsConfig("learned", budget=budget))
+            model = build_model(name, args.num_classes, args.stem, configs)
         except ValueError as error:
             parser.error(str(error))
         c = measure(model, (3, side, side))

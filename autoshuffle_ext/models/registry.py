@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+import torch
 from torch import nn
 
+from ..modules import StructureConfig
+from .complexity import input_resolution
 from .shufflenet_v1 import V1_STAGE2_CHANNELS, shufflenet_v1
 from .shufflenet_v2 import V2_STAGE_CHANNELS, shufflenet_v2
+from .structures import with_structures
 
 __all__ = ["MODEL_NAMES", "build_model", "model_name", "parse_model_name"]
 
@@ -63,37 +68,20 @@ def build_model(
     name: str,
     num_classes: int = 1000,
     stem: str = "imagenet",
-    shuffle: str = "fixed",
-    shuffle_options: dict | None = None,
-    pointwise: str = "fixed",
-    pointwise_options: dict | None = None,
-    budget: float | None = None,
-    budget_weight: float | None = None,
+    structures: Sequence[StructureConfig] = (),
+    generator: torch.Generator | None = None,
 ) -> nn.Module:
-    """The model called `name` (see `parse_model_name`) with the given head, stem and shuffle;
-    `pointwise="learned"` (v1 only) learns the group count of every pointwise conv, within
-    `budget` (a fraction of their dense multiply-adds, shared by all; see `shufflenet_v1`).
+    """The model called `name` (see `parse_model_name`), built plain (fixed shuffle, fixed
+    groups), with the given head and stem, then converted by `structures` (the one pass,
+    `asx.convert`; see `with_structures`); `generator` draws what the structures draw at
+    random.
 
     Raises:
         ValueError: unknown name, or arguments the model rejects.
     """
     version, width_mult, groups = parse_model_name(name)
     if version == "v1":
-        return shufflenet_v1(
-            groups,
-            width_mult,
-            num_classes,
-            stem,
-            shuffle,
-            shuffle_options,
-            pointwise=pointwise,
-            pointwise_options=pointwise_options,
-            budget=budget,
-            budget_weight=budget_weight,
-        )
-    if pointwise != "fixed":
-        raise ValueError(
-            f"pointwise={pointwise!r} (learned group counts) is built for ShuffleNet v1; "
-            f"{name} has no grouped pointwise convs"
-        )
-    return shufflenet_v2(width_mult, num_classes, stem, shuffle, shuffle_options)
+        model = shufflenet_v1(groups, width_mult, num_classes, stem)
+    else:
+        model = shufflenet_v2(width_mult, num_classes, stem)
+    return with_structures(model, list(structures), input_resolution(stem), generator)

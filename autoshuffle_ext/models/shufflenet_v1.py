@@ -4,8 +4,10 @@ Layout of the paper's Table 1: a 24-channel stem, three stages of 4, 8 and 4 uni
 width 1/4 of the unit output, the first pointwise conv of stage 2 not grouped. Each unit is
 1x1 group conv -> BN -> ReLU -> shuffle -> 3x3 depthwise (stride) -> BN -> 1x1 group conv -> BN,
 added to the input (stride 1) or concatenated with its 3x3 average pool (stride 2), then ReLU.
-The shuffle after the first group conv is the one made learnable; with `pointwise="learned"` the
-group count of every pointwise conv is learned too (`DGConv2d`).
+The model is built plain (fixed shuffle, fixed groups); `shufflenet_v1(shuffle=..., pointwise=...)`
+converts it with the one pass (`asx.convert`): the shuffle after the first group conv becomes
+learnable, and with `pointwise="learned"` the group count of every pointwise conv too
+(`DGConv2d`).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules import DGConv2d, Foldable, GroupBudget, make_shuffle
+from ..modules import Foldable, make_shuffle
+from .complexity import input_resolution
 from .fold_v1 import fold_unit_permutations_
 from .stem import check_model_args, make_stem
+from .structures import groups_config, shuffle_config, with_structures
 
 __all__ = [
     "POINTWISE_KINDS",
@@ -35,22 +39,8 @@ V1_WIDTH_RANGE = (0.25, 2.0)
 POINTWISE_KINDS = ("fixed", "learned")
 
 
-def pointwise_conv(
-    in_channels: int, out_channels: int, groups: int, kind: str, options: dict | None
-) -> nn.Module:
-    """A 1x1 conv without bias: `nn.Conv2d(groups=groups)` ("fixed") or a `DGConv2d` that starts
-    on the same contiguous groups ("learned"; `options` are its keyword arguments, and may
-    override `init_groups`).
-
-    Raises:
-        ValueError: unknown kind, or options DGConv2d refuses.
-        TypeError: options DGConv2d does not take.
-    """
-    if kind == "fixed":
-        return nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)
-    if kind == "learned":
-        return DGConv2d(in_channels, out_channels, 1, **{"init_groups": groups, **(options or {})})
-    raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {kind!r}")
+def _pointwise(in_channels: int, out_channels: int, groups: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=False)
 
 
 class ShuffleNetV1Unit(nn.Module, Foldable):
@@ -61,9 +51,8 @@ class ShuffleNetV1Unit(nn.Module, Foldable):
             `out_channels - in_channels` channels and the pooled input fills the rest.
         bottleneck: channels of the depthwise conv, divisible by `groups`.
         groups: of both pointwise convs (the first one ungrouped if `first_grouped` is False).
-        shuffle: kind of the shuffle after the first pointwise conv; with one group there is
-            nothing to mix across groups and the unit has none (identity), as in the paper.
-        pointwise, pointwise_options: the pointwise convs' kind and options (`pointwise_conv`).
+    After the first pointwise conv, ShuffleNet's fixed shuffle; with one group there is nothing
+    to mix across groups and the unit has none (identity), as in the paper.
     """
 
     def __init__(
@@ -74,10 +63,6 @@ class ShuffleNetV1Unit(nn.Module, Foldable):
         groups: int,
         stride: int,
         first_grouped: bool = True,
-        shuffle: str = "fixed",
-        shuffle_options: dict | None = None,
-        pointwise: str = "fixed",
-        pointwise_options: dict | None = None,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -91,21 +76,17 @@ class ShuffleNetV1Unit(nn.Module, Foldable):
         self.stride = stride
         first_groups = groups if first_grouped else 1
         self.compress = nn.Sequential(
-            pointwise_conv(in_channels, bottleneck, first_groups, pointwise, pointwise_options),
+            _pointwise(in_channels, bottleneck, first_groups),
             nn.BatchNorm2d(bottleneck),
             nn.ReLU(inplace=True),
         )
-        self.shuffle = (
-            make_shuffle(shuffle, bottleneck, groups, **(shuffle_options or {}))
-            if groups > 1
-            else nn.Identity()
-        )
+        self.shuffle = make_shuffle("fixed", bottleneck, groups) if groups > 1 else nn.Identity()
         self.depthwise = nn.Sequential(
             nn.Conv2d(bottleneck, bottleneck, 3, stride, 1, groups=bottleneck, bias=False),
             nn.BatchNorm2d(bottleneck),
         )
         self.expand = nn.Sequential(
-            pointwise_conv(bottleneck, branch_out, groups, pointwise, pointwise_options),
+            _pointwise(bottleneck, branch_out, groups),
             nn.BatchNorm2d(branch_out),
         )
 
@@ -121,7 +102,8 @@ class ShuffleNetV1Unit(nn.Module, Foldable):
 
 
 class ShuffleNetV1(nn.Module):
-    """ShuffleNet v1 backbone + classifier; see `shufflenet_v1`."""
+    """ShuffleNet v1 backbone + classifier, plain (fixed shuffle and groups); see
+    `shufflenet_v1`."""
 
     def __init__(
         self,
@@ -130,25 +112,10 @@ class ShuffleNetV1(nn.Module):
         stage_channels: tuple[int, int, int],
         num_classes: int = 1000,
         stem: str = "imagenet",
-        shuffle: str = "fixed",
-        shuffle_options: dict | None = None,
         stage_repeats: tuple[int, ...] = V1_STAGE_REPEATS,
-        pointwise: str = "fixed",
-        pointwise_options: dict | None = None,
-        budget: float | None = None,
-        budget_weight: float | None = None,
     ) -> None:
         super().__init__()
-        check_model_args(shuffle, num_classes)
-        if pointwise not in POINTWISE_KINDS:
-            raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {pointwise!r}")
-        if budget is not None and pointwise != "learned":
-            raise ValueError(f"budget needs pointwise='learned', got pointwise={pointwise!r}")
-        if budget is not None and (pointwise_options or {}).get("budget") is not None:
-            raise ValueError(
-                "give either budget (the model's) or pointwise_options['budget'] (each "
-                "layer's), not both"
-            )
+        check_model_args("fixed", num_classes)
         self.stem = make_stem(stem_channels, stem)
         stages = []
         channels = stem_channels
@@ -164,42 +131,16 @@ class ShuffleNetV1(nn.Module):
                         stride=2 if i == 0 else 1,
                         # Stage 2's first input has only the stem's few channels: kept dense.
                         first_grouped=not (index == 0 and i == 0),
-                        shuffle=shuffle,
-                        shuffle_options=shuffle_options,
-                        pointwise=pointwise,
-                        pointwise_options=pointwise_options,
                     )
                 )
                 channels = out
             stages.append(nn.Sequential(*units))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(channels, num_classes)
-        if budget is not None:
-            layers, weights = pointwise_costs(self.stages)
-            options = {} if budget_weight is None else {"penalty_weight": budget_weight}
-            self.group_budget = GroupBudget(layers, weights, budget, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))
         return self.fc(x.mean(dim=(2, 3)))
-
-
-def pointwise_costs(stages: nn.Sequential) -> tuple[list[DGConv2d], list[float]]:
-    """The learned pointwise convs of `stages`, in order, and the dense multiply-adds of each
-    relative to one pixel of stage 2's input: in * out * area, where the area is 1 for stage 2's
-    input resolution and a quarter per stride-2 unit before the conv (a unit's first conv runs
-    before its stride, its second after)."""
-    layers, weights = [], []
-    area = 1.0
-    for stage in stages:
-        for unit in stage:
-            first, second = unit.compress[0], unit.expand[0]
-            after = area / 4 if unit.stride == 2 else area
-            for conv, at in ((first, area), (second, after)):
-                layers.append(conv)
-                weights.append(conv.in_channels * conv.out_channels * at)
-            area = after
-    return layers, weights
 
 
 def v1_channels(groups: int, width_mult: float) -> tuple[int, tuple[int, int, int]]:
@@ -240,7 +181,8 @@ def shufflenet_v1(
         num_classes: classifier outputs.
         stem: "imagenet" (224x224 inputs) or "cifar" (32x32, no early downsampling).
         shuffle: "fixed", "learned", "sinkhorn" or "none", for the shuffle of every unit.
-        shuffle_options: keyword arguments of the learned/sinkhorn shuffle constructor.
+        shuffle_options: `ShuffleConfig` fields (penalty_weight, init, blend...) and a
+            `generator` for the random draws.
         pointwise: "fixed" (default: the paper's group convs) or "learned": every pointwise 1x1
             conv of the units a `DGConv2d` that learns its group count, started on the fixed
             model's (`groups`, and 1 for stage 2's first conv).
@@ -257,17 +199,11 @@ def shufflenet_v1(
         ValueError: unsupported groups, width_mult, stem, shuffle, pointwise or num_classes, or
             pointwise options that DGConv2d refuses.
     """
+    check_model_args(shuffle, num_classes)
+    if pointwise not in POINTWISE_KINDS:
+        raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {pointwise!r}")
+    shuffles, generator = shuffle_config(shuffle, shuffle_options)
+    groups_learned = groups_config(pointwise, pointwise_options, budget, budget_weight)
     stem_channels, stage_channels = v1_channels(groups, width_mult)
-    return ShuffleNetV1(
-        groups,
-        stem_channels,
-        stage_channels,
-        num_classes,
-        stem,
-        shuffle,
-        shuffle_options,
-        pointwise=pointwise,
-        pointwise_options=pointwise_options,
-        budget=budget,
-        budget_weight=budget_weight,
-    )
+    model = ShuffleNetV1(groups, stem_channels, stage_channels, num_classes, stem)
+    return with_structures(model, [shuffles, groups_learned], input_resolution(stem), generator)

@@ -2,8 +2,10 @@
 
 The layout is torchvision's `shufflenet_v2_x*` exactly (stage repeats 4, 8, 4; bias-free convs,
 BatchNorm after each; fc with bias), so the fixed-shuffle ImageNet models have torchvision's
-parameter counts. The shuffle after the concat of the two branches is the one made learnable;
-where it is an exact permutation (fixed, or frozen) the concat and the shuffle are one pass.
+parameter counts. The model is built plain; `shufflenet_v2(shuffle=...)` converts it with the one
+pass (`asx.convert`), which makes the shuffle after the concat of the two branches learnable.
+Where the shuffle is an exact permutation (fixed, or frozen) the concat and the shuffle are one
+pass.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import torch
 from torch import nn
 
 from ..modules import cat_shuffle, make_shuffle
+from .complexity import input_resolution
 from .stem import check_model_args, make_stem
+from .structures import shuffle_config, with_structures
 
 # One node when torch.fx traces a unit (convert_shuffles then sees the concat and shuffle whole).
 torch.fx.wrap("cat_shuffle")
@@ -48,8 +52,6 @@ class ShuffleNetV2Unit(nn.Module):
         in_channels: int,
         out_channels: int,
         stride: int,
-        shuffle: str = "fixed",
-        shuffle_options: dict | None = None,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -77,7 +79,7 @@ class ShuffleNetV2Unit(nn.Module):
             nn.BatchNorm2d(branch),
             *_pointwise_bn_relu(branch, branch),
         )
-        self.shuffle = make_shuffle(shuffle, out_channels, 2, **(shuffle_options or {}))
+        self.shuffle = make_shuffle("fixed", out_channels, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1:
@@ -87,28 +89,24 @@ class ShuffleNetV2Unit(nn.Module):
 
 
 class ShuffleNetV2(nn.Module):
-    """ShuffleNet v2 backbone + classifier; see `shufflenet_v2`."""
+    """ShuffleNet v2 backbone + classifier, plain (fixed shuffle); see `shufflenet_v2`."""
 
     def __init__(
         self,
         stage_channels: tuple[int, int, int, int, int],
         num_classes: int = 1000,
         stem: str = "imagenet",
-        shuffle: str = "fixed",
-        shuffle_options: dict | None = None,
         stage_repeats: tuple[int, ...] = V2_STAGE_REPEATS,
     ) -> None:
         super().__init__()
-        check_model_args(shuffle, num_classes)
+        check_model_args("fixed", num_classes)
         stem_channels, *stage_outs, last = stage_channels
         self.stem = make_stem(stem_channels, stem)
         stages = []
         channels = stem_channels
         for repeats, out in zip(stage_repeats, stage_outs, strict=True):
-            units = [ShuffleNetV2Unit(channels, out, 2, shuffle, shuffle_options)]
-            units += [
-                ShuffleNetV2Unit(out, out, 1, shuffle, shuffle_options) for _ in range(repeats - 1)
-            ]
+            units = [ShuffleNetV2Unit(channels, out, 2)]
+            units += [ShuffleNetV2Unit(out, out, 1) for _ in range(repeats - 1)]
             stages.append(nn.Sequential(*units))
             channels = out
         self.stages = nn.Sequential(*stages)
@@ -135,15 +133,19 @@ def shufflenet_v2(
         stem: "imagenet" (224x224 inputs) or "cifar" (32x32, no early downsampling).
         shuffle: "fixed" (ShuffleNet's), "learned" (AutoShuffleNet), "sinkhorn" (the convex
             relaxation) or "none", for the shuffle after every unit's concat.
-        shuffle_options: keyword arguments of the learned/sinkhorn shuffle constructor.
+        shuffle_options: `ShuffleConfig` fields (penalty_weight, init, blend...) and a
+            `generator` for the random draws.
 
     Raises:
         ValueError: unsupported width_mult, stem, shuffle or num_classes.
     """
+    check_model_args(shuffle, num_classes)
     channels = V2_STAGE_CHANNELS.get(float(width_mult))
     if channels is None:
         raise ValueError(
             f"width_mult must be one of {sorted(V2_STAGE_CHANNELS)} for ShuffleNet v2, "
             f"got {width_mult}"
         )
-    return ShuffleNetV2(channels, num_classes, stem, shuffle, shuffle_options)
+    shuffles, generator = shuffle_config(shuffle, shuffle_options)
+    model = ShuffleNetV2(channels, num_classes, stem)
+    return with_structures(model, [shuffles], input_resolution(stem), generator)

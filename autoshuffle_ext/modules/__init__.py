@@ -19,7 +19,13 @@ from .shuffle_config import ShuffleConfig
 from .sinkhorn import SinkhornShuffle, sinkhorn
 from .soft import SoftShuffle
 from .structure import Foldable, LearnedStructure, ParamGroup, Regularizer
-from .structure_config import STRUCTURE_CONFIGS, ModuleSite, StructureConfig, register_config
+from .structure_config import (
+    STRUCTURE_CONFIGS,
+    ModuleSite,
+    StructureConfig,
+    default_structures,
+    register_config,
+)
 
 __all__ = [
     "DEFAULT_PENALTY_WEIGHT",
@@ -48,6 +54,7 @@ __all__ = [
     "cat_shuffle",
     "convert",
     "convert_shuffles",
+    "default_structures",
     "freeze",
     "initial_matrix",
     "learned_matrices",

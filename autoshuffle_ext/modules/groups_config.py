@@ -32,9 +32,13 @@ class GroupsConfig(StructureConfig):
     budget: one budget for all the replaced convs together (a `GroupBudget` registered on the
         model as `group_budget`): the fraction in (0, 1] of their dense multiply-adds the model
         may keep, weighed by each conv's multiply-adds on the example input (which it needs).
-    budget_weight: lambda of the budget term.
+    budget_weight: lambda of the budget term (the shared one, or each layer's).
     gate_init: |gate parameter| at the start (smaller: group counts move sooner).
     lr: peak learning rate of the gates (None: the optimizer's).
+    layer_budget: a budget of each layer on its own (`DGConv2d(budget=...)`) instead of the
+        shared one: every layer is then pushed to the same cost.
+    init_groups: start every layer on this group count instead of its conv's (the conv's
+        weights are then not carried over: a fresh layer).
     """
 
     kind: str = "learned"
@@ -43,6 +47,8 @@ class GroupsConfig(StructureConfig):
     budget_weight: float = DEFAULT_BUDGET_WEIGHT
     gate_init: float = DEFAULT_GATE_INIT
     lr: float | None = None
+    layer_budget: float | None = None
+    init_groups: int | None = None
 
     name: ClassVar[str] = "groups"
 
@@ -54,6 +60,14 @@ class GroupsConfig(StructureConfig):
             problems.append(f"kernel_size must be >= 1, got {self.kernel_size}")
         if self.budget is not None and not 0 < self.budget <= 1:
             problems.append(f"budget must lie in (0, 1], got {self.budget}")
+        if self.layer_budget is not None and not 0 < self.layer_budget <= 1:
+            problems.append(f"layer_budget must lie in (0, 1], got {self.layer_budget}")
+        if self.budget is not None and self.layer_budget is not None:
+            problems.append(
+                "give either budget (the model's) or layer_budget (each layer's), not both"
+            )
+        if self.init_groups is not None and self.init_groups < 1:
+            problems.append(f"init_groups must be >= 1, got {self.init_groups}")
         if not 0 <= self.budget_weight < math.inf:
             problems.append(f"budget_weight must be >= 0 and finite, got {self.budget_weight}")
         if not 0 < self.gate_init < math.inf:
@@ -67,9 +81,6 @@ class GroupsConfig(StructureConfig):
             problems.append(f"lr must be >= 0 and finite, got {self.lr}")
         return problems
 
-    def label(self) -> str | None:
-        return "groups" if self.kind == "learned" else None
-
     def matches(self, module: nn.Module, site: ModuleSite) -> bool:
         return (
             self.kind == "learned"
@@ -80,7 +91,25 @@ class GroupsConfig(StructureConfig):
         )
 
     def build(self, module: nn.Module, site: ModuleSite) -> nn.Module:
-        layer = DGConv2d.from_conv(module, gate_init=self.gate_init)
+        options = {"gate_init": self.gate_init, "penalty_weight": self.budget_weight}
+        if self.layer_budget is not None:
+            options["budget"] = self.layer_budget
+        if self.init_groups is None or self.init_groups == module.groups:
+            layer = DGConv2d.from_conv(module, **options)
+        else:
+            layer = DGConv2d(
+                module.in_channels,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.bias is not None,
+                dilation=module.dilation,
+                init_groups=self.init_groups,
+                device=module.weight.device,
+                dtype=module.weight.dtype,
+                **options,
+            )
         layer.lr = self.lr
         return layer
 
@@ -153,22 +182,32 @@ class GroupsConfig(StructureConfig):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> GroupsConfig | None:
+        problems = []
         if args.groups != "learned":
-            given = [f for f in _LEARNED_FLAGS if getattr(args, f) is not None]
-            if given:
-                raise ValueError(
-                    "; ".join(
-                        f"--{f.replace('_', '-')} applies to --groups learned only, got --groups "
-                        f"{args.groups}"
-                        for f in given
-                    )
-                )
-            return None
+            problems += [
+                f"--{f.replace('_', '-')} applies to --groups learned only, got --groups "
+                f"{args.groups}"
+                for f in _LEARNED_FLAGS
+                if getattr(args, f) is not None
+            ]
         d = cls()
-        return cls(
-            kind="learned",
-            budget=args.budget,
-            budget_weight=d.budget_weight if args.budget_weight is None else args.budget_weight,
-            gate_init=d.gate_init if args.gate_init is None else args.gate_init,
-            lr=args.gate_lr,
-        )
+        flags = {
+            "budget": "--budget",
+            "budget_weight": "--budget-weight",
+            "gate_init": "--gate-init",
+            "lr": "--gate-lr",
+        }
+        try:
+            config = cls.from_flags(
+                flags,
+                kind="learned",
+                budget=args.budget,
+                budget_weight=d.budget_weight if args.budget_weight is None else args.budget_weight,
+                gate_init=d.gate_init if args.gate_init is None else args.gate_init,
+                lr=args.gate_lr,
+            )
+        except ValueError as error:
+            problems.append(str(error))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return config if args.groups == "learned" else None

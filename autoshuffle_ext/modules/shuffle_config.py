@@ -19,6 +19,16 @@ from .structure_config import StructureConfig, register_config
 
 __all__ = ["ShuffleConfig"]
 
+# ShuffleConfig field -> argparse dest of its flag.
+_ARGS = {
+    "kind": "shuffle",
+    "penalty_weight": "penalty_weight",
+    "init": "shuffle_init",
+    "blend": "shuffle_blend",
+    "projection_iters": "projection_iters",
+    "lr": "shuffle_lr",
+}
+
 
 @register_config
 @dataclass
@@ -135,11 +145,5 @@ class ShuffleConfig(StructureConfig):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> ShuffleConfig | None:
-        return cls(
-            kind=args.shuffle,
-            penalty_weight=args.penalty_weight,
-            init=args.shuffle_init,
-            blend=args.shuffle_blend,
-            projection_iters=args.projection_iters,
-            lr=args.shuffle_lr,
-        )
+        flags = {field: "--" + dest.replace("_", "-") for field, dest in _ARGS.items()}
+        return cls.from_flags(flags, **{f: getattr(args, a) for f, a in _ARGS.items()})

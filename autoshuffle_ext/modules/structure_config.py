@@ -20,7 +20,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-__all__ = ["STRUCTURE_CONFIGS", "ModuleSite", "StructureConfig", "register_config"]
+__all__ = [
+    "STRUCTURE_CONFIGS",
+    "ModuleSite",
+    "StructureConfig",
+    "default_structures",
+    "register_config",
+]
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,29 @@ class StructureConfig:
         """
         return None
 
+    @classmethod
+    def from_flags(cls, flags: dict[str, str], **values) -> StructureConfig:
+        """`cls(**values)`, its problems naming the flags (`flags`: field -> flag) instead of
+        the fields: for `from_arguments`.
+
+        Raises:
+            ValueError: the options' problems, e.g. "--penalty-weight must be >= 0 ...".
+        """
+        try:
+            return cls(**values)
+        except ValueError as error:
+            message = str(error).removeprefix(f"{cls.__name__}: ")
+            for field, flag in flags.items():
+                message = message.replace(f"{field} must", f"{flag} must")
+            raise ValueError(message) from None
+
+    @classmethod
+    def default(cls) -> StructureConfig | None:
+        """The config of this structure's flags at their defaults (None: off by default)."""
+        parser = argparse.ArgumentParser(add_help=False)
+        cls.add_arguments(parser)
+        return cls.from_arguments(parser.parse_args([]))
+
 
 # The config classes whose flags `autoshuffle-train` offers, in order.
 STRUCTURE_CONFIGS: list[type[StructureConfig]] = []
@@ -120,3 +149,9 @@ def register_config(cls: type[StructureConfig]) -> type[StructureConfig]:
     if cls not in STRUCTURE_CONFIGS:
         STRUCTURE_CONFIGS.append(cls)
     return cls
+
+
+def default_structures() -> tuple[StructureConfig, ...]:
+    """Every registered structure at its flags' defaults (those on by default), in order."""
+    configs = (cls.default() for cls in STRUCTURE_CONFIGS)
+    return tuple(c for c in configs if c is not None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -19,9 +19,8 @@ import torch
 import torch.distributed as dist
 
 from ..models import MODEL_NAMES
-from ..modules import SHUFFLE_KINDS
-from ..modules.init import INITS
-from .config import TrainConfig
+from ..modules import STRUCTURE_CONFIGS, StructureConfig
+from .config import MAX_SEED, TrainConfig
 from .data import DATASETS, load_dataset
 from .distributed import init_distributed
 from .errors import ConfigError, TrainingError
@@ -57,45 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         + ", ".join(MODEL_NAMES[:3] + MODEL_NAMES[-4:-2]),
     )
     what.add_argument(
-        "--shuffle", default=d.shuffle, choices=SHUFFLE_KINDS, help="shuffle kind of every unit"
-    )
-    what.add_argument(
-        "--groups",
-        default=d.groups,
-        choices=("fixed", "learned"),
-        help="group counts of the pointwise convs (v1): fixed (the model name's) or learned "
-        "(DGConv2d, started on them)",
-    )
-    what.add_argument(
-        "--budget",
-        type=float,
-        default=None,
-        help="with --groups learned: the multiply-adds the pointwise convs may keep together, as "
-        "a fraction of their dense cost; a hinge penalty above it (default: none). The start "
-        "(the model name's groups) costs what `python -m autoshuffle_ext.models --groups learned` "
-        "lists as the budget that matches the fixed model",
-    )
-    # Flags of --groups learned only: no default here, so that giving one without it is seen.
-    what.add_argument(
-        "--budget-weight",
-        type=float,
-        default=None,
-        help="with --groups learned: lambda of the --budget term (its hinge on the cost "
-        f"fraction) (default: {d.budget_weight})",
-    )
-    what.add_argument(
-        "--gate-init",
-        type=float,
-        default=None,
-        help="with --groups learned: |gate parameter| at the start. A gate flips (its layer "
-        "changes group count) when its parameter crosses 0, so a smaller value lets the group "
-        f"counts move sooner (default: {d.gate_init})",
-    )
-    what.add_argument(
         "--compare",
         default=None,
-        help="comma-separated shuffle kinds to train one after the other with the same seed and "
-        "data, e.g. fixed,learned,sinkhorn (default: only --shuffle)",
+        help="comma-separated values of the compared structure flag (--shuffle): the variants to "
+        "train one after the other with the same seed and data, e.g. fixed,learned,sinkhorn "
+        "(default: only the flag's value)",
     )
     what.add_argument(
         "--seeds",
@@ -129,25 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=d.batch_size, help="batch size per process"
     )
     optim.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (SGD)")
-    optim.add_argument(
-        "--shuffle-lr",
-        type=float,
-        default=None,
-        help="peak learning rate of the shuffle matrices (default: --lr)",
-    )
-    optim.add_argument(
-        "--gate-lr",
-        type=float,
-        default=None,
-        help="peak learning rate of the group-count gates of --groups learned (default: --lr)",
-    )
     optim.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
     optim.add_argument("--nesterov", action="store_true", help="Nesterov momentum (default: off)")
     optim.add_argument(
         "--weight-decay",
         type=float,
         default=d.weight_decay,
-        help="weight decay of conv/fc weights (never on BN, biases or shuffle matrices)",
+        help="weight decay of conv/fc weights (never on BN, biases, or structure parameters "
+        "unless their structure says so)",
     )
     optim.add_argument(
         "--warmup-epochs",
@@ -159,53 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing"
     )
 
-    shuffle = p.add_argument_group("learned shuffle")
-    shuffle.add_argument(
-        "--penalty-weight",
-        type=float,
-        default=d.penalty_weight,
-        help="lambda of every learned shuffle (LearnedShuffle.penalty_weight): the loss adds "
-        "lambda * P(M) per shuffle, times the schedule's factor in [0, 1]",
-    )
-    shuffle.add_argument(
+    penalties = p.add_argument_group("penalty schedule (every learned structure)")
+    penalties.add_argument(
         "--penalty-schedule",
         default=d.penalty_schedule,
         choices=PENALTY_SCHEDULES,
         help="linear: scale the penalties from 0 at --penalty-start to 1 at --penalty-ramp of "
         "training; constant: no ramp",
     )
-    shuffle.add_argument(
+    penalties.add_argument(
         "--penalty-ramp",
         type=float,
         default=d.penalty_ramp,
         help="fraction of training at which the linear ramp of the penalties reaches 1",
     )
-    shuffle.add_argument(
+    penalties.add_argument(
         "--penalty-start",
         type=float,
         default=d.penalty_start,
         help="fraction of training before which the penalties are off (the ramp starts here)",
     )
-    shuffle.add_argument(
-        "--shuffle-init",
-        default=d.shuffle_init,
-        choices=INITS,
-        help="start of learned/sinkhorn matrices: shuffle (the fixed shuffle blended with "
-        "uniform, see --shuffle-blend), identity or random (a random permutation, likewise), "
-        "uniform (no prior permutation; see bench/RESULTS.md for what each start gives)",
-    )
-    shuffle.add_argument(
-        "--shuffle-blend",
-        type=float,
-        default=d.shuffle_blend,
-        help="weight of the uniform matrix in the shuffle/identity/random starts: (1 - b) P + b/C",
-    )
-    shuffle.add_argument(
-        "--projection-iters",
-        type=int,
-        default=d.projection_iters,
-        help="row/column scaling iterations of the projection after each step",
-    )
+    for config_class in STRUCTURE_CONFIGS:
+        config_class.add_arguments(p)
 
     data = p.add_argument_group("augmentation")
     data.add_argument(
@@ -222,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     run = p.add_argument_group("run")
+    run.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first: its structure configs (asx.register_config) add their flags "
+        "(repeatable; default: none)",
+    )
     run.add_argument("--out", default=None, help="run directory (default: runs/<dataset>-<model>)")
     run.add_argument(
         "--resume",
@@ -265,73 +202,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# The seeds numpy's global generator takes (the training seeds it, and Python's and torch's).
-MAX_SEED = 2**32 - 1
-
-# The flags that only --groups learned reads.
-_LEARNED_GROUPS_FLAGS = ("budget", "budget_weight", "gate_init", "gate_lr")
-
-
 def _validate(args: argparse.Namespace) -> list[str]:
+    """The flags' problems that TrainConfig and the structure configs do not see."""
     problems = []
-    for flag in ("epochs", "batch_size", "limit_batches", "stop_after_epochs", "image_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            problems.append(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    for flag in ("lr", "momentum", "weight_decay", "warmup_epochs", "penalty_weight"):
-        value = getattr(args, flag)
-        if not 0 <= value < math.inf:  # NaN fails too
-            problems.append(f"--{flag.replace('_', '-')} must be >= 0 and finite, got {value}")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         problems.append(f"--seed must lie in [0, {MAX_SEED}], got {args.seed}")
     if args.out is not None and not args.out.strip():
         problems.append(f"--out must name a folder, got {args.out!r}")
-    if args.crop_padding is not None and args.crop_padding < 0:
-        problems.append(f"--crop-padding must be >= 0 (0: off), got {args.crop_padding}")
-    if not 0 <= args.label_smoothing < 1:
-        problems.append(f"--label-smoothing must lie in [0, 1), got {args.label_smoothing}")
-    if not 0 <= args.penalty_start <= args.penalty_ramp <= 1:
-        problems.append(
-            "--penalty-start and --penalty-ramp need 0 <= start <= ramp <= 1, got "
-            f"{args.penalty_start} and {args.penalty_ramp}"
-        )
-    if args.budget is not None and not 0 < args.budget <= 1:
-        problems.append(f"--budget must lie in (0, 1], got {args.budget}")
-    if args.groups != "learned":
-        for flag in _LEARNED_GROUPS_FLAGS:
-            if getattr(args, flag) is not None:
-                problems.append(
-                    f"--{flag.replace('_', '-')} applies to --groups learned only, got --groups "
-                    f"{args.groups}"
-                )
-    if args.gate_init is not None and not 0 < args.gate_init < math.inf:
-        problems.append(f"--gate-init must be > 0 and finite, got {args.gate_init}")
-    elif args.gate_init is not None and args.gate_init > torch.finfo(torch.float32).max:
-        problems.append(
-            f"--gate-init must be at most {torch.finfo(torch.float32).max:g} (the gates are "
-            f"float32), got {args.gate_init:g}"
-        )
-    for flag in ("shuffle_lr", "gate_lr"):
-        value = getattr(args, flag)
-        if value is not None and not 0 <= value < math.inf:
-            problems.append(f"--{flag.replace('_', '-')} must be >= 0 and finite, got {value}")
-    if args.budget_weight is not None and not 0 <= args.budget_weight < math.inf:
-        problems.append(f"--budget-weight must be >= 0 and finite, got {args.budget_weight}")
-    if not 0 <= args.shuffle_blend <= 1:
-        problems.append(f"--shuffle-blend must lie in [0, 1], got {args.shuffle_blend}")
-    if args.projection_iters < 0 or args.workers < 0:
-        problems.append("--projection-iters and --workers must be >= 0")
     return problems
 
 
-def _variants(args: argparse.Namespace) -> list[str]:
+def _compare_dest() -> tuple[type[StructureConfig], str] | None:
+    """The structure config whose flag --compare varies, and the flag's dest."""
+    for config_class in STRUCTURE_CONFIGS:
+        if config_class.compare is not None:
+            return config_class, config_class.compare
+    return None
+
+
+def _variants(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str | None]:
+    """The values of the compared flag to train (None: the flags as given)."""
     if args.compare is None:
-        return [args.shuffle]
+        return [None]
+    found = _compare_dest()
+    if found is None:
+        raise ConfigError("--compare: no structure declares a flag to compare")
+    dest = found[1]
+    action = next(a for a in parser._actions if a.dest == dest)
     kinds = [k.strip() for k in args.compare.split(",") if k.strip()]
-    unknown = [k for k in kinds if k not in SHUFFLE_KINDS]
+    allowed = tuple(action.choices or ())
+    unknown = [k for k in kinds if allowed and k not in allowed]
     if unknown or not kinds or len(set(kinds)) != len(kinds):
         raise ConfigError(
-            f"--compare takes distinct kinds among {', '.join(SHUFFLE_KINDS)}, got {args.compare!r}"
+            f"--compare takes distinct kinds among {', '.join(allowed)}, got {args.compare!r}"
         )
     return kinds
 
@@ -397,22 +300,41 @@ def _device(name: str, local_rank: int) -> torch.device:
     return device
 
 
-def _config(args: argparse.Namespace, shuffle: str, seed: int | None) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+def _structures(args: argparse.Namespace, variant: str | None) -> tuple[StructureConfig, ...]:
+    """Each registered structure's config from the flags (with the compared flag at `variant`)."""
+    if variant is not None:
+        args = argparse.Namespace(**{**vars(args), _compare_dest()[1]: variant})
+    configs = []
+    for config_class in STRUCTURE_CONFIGS:
+        try:
+            config = config_class.from_arguments(args)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(str(error)) from None
+        if config is not None:
+            configs.append(config)
+    return tuple(configs)
+
+
+def _config(args: argparse.Namespace, variant: str | None, seed: int | None) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"structures", "variant"}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values |= {"shuffle": shuffle, "progress": not args.no_progress}
+    values |= {"progress": not args.no_progress, "structures": _structures(args, variant)}
+    if variant is not None:
+        values["variant"] = variant
     if seed is not None:
         values["seed"] = seed
     return TrainConfig(**values)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Runs the parsed command; raises TrainingError for the user's problems."""
     from ..models import parse_model_name
     from .compare import write_comparison
 
-    kinds = _variants(args)
+    kinds = _variants(parser or build_parser(), args)
     seeds = _seeds(args)
+    # Every variant's config, checked before anything runs or is written.
+    configs = {kind: _config(args, kind, None) for kind in kinds}
     try:
         parse_model_name(args.model)
     except ValueError as error:
@@ -434,8 +356,11 @@ def run(args: argparse.Namespace) -> int:
         # Seed by seed, so that an interrupted comparison has whole pairs to show.
         for seed in seeds or [None]:
             for kind in kinds:
-                run_dir = out / kind if seed is None else out / kind / f"seed{seed}"
-                config = _config(args, kind, seed)
+                config = configs[kind]
+                if seed is not None:
+                    config = dataclasses.replace(config, seed=seed)
+                variant = config.variant
+                run_dir = out / variant if seed is None else out / variant / f"seed{seed}"
                 result = run_training(config, data, run_dir, ctx, device, resume=args.resume)
                 if result is None:  # --stop-after-epochs: the rest waits for --resume
                     return 0
@@ -455,17 +380,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_plugins(argv: list[str] | None) -> None:
+    """Imports the modules of --plugin before the full parser is built, so that the structure
+    configs they register add their flags."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    for name in known.plugin:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            print(f"{PROG}: error: --plugin {name}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `autoshuffle-train`; returns the exit status (0 on success, 2 for bad
     flags, data, checkpoints or a file system that refuses a write, 1 when training
     diverged)."""
+    _import_plugins(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     problems = _validate(args)
     if problems:
         parser.error("; ".join(problems))
     try:
-        return run(args)
+        _config(args, None, None)  # the flags' values, checked by the configs they make
+    except ConfigError as error:
+        parser.error(str(error))
+    try:
+        return run(args, parser)
     except TrainingError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 _COLUMNS = (
-    "shuffle",
+    "variant",
     "seed",
     "soft acc",
     "frozen acc",
@@ -35,7 +35,7 @@ _COLUMNS = (
     "moved vs fixed",
 )
 _SEED_COLUMNS = (
-    "shuffle",
+    "variant",
     "seeds",
     "soft acc",
     "frozen acc",
@@ -59,7 +59,7 @@ def comparison_rows(results: Sequence[RunResult]) -> list[dict]:
     """One plain dict per run (the JSON form of the table)."""
     return [
         {
-            "shuffle": r.shuffle,
+            "variant": r.variant,
             "seed": r.seed,
             "soft_acc": r.soft_acc,
             "frozen_acc": r.frozen_acc,
@@ -96,7 +96,7 @@ def format_table(results: Sequence[RunResult]) -> str:
         penalty = "-" if r.final_penalty is None else f"{r.final_penalty:.3g}"
         moved = _moved(r)
         cells = [
-            r.shuffle,
+            r.variant,
             str(r.seed),
             f"{r.soft_acc:.4f}",
             f"{r.frozen_acc:.4f}",
@@ -126,7 +126,7 @@ def seed_summary(results: Sequence[RunResult]) -> list[dict]:
     in points, with its mean and spread. Fields without values are None."""
     by_kind: dict[str, dict[int, RunResult]] = {}
     for r in results:
-        by_kind.setdefault(r.shuffle, {})[r.seed] = r
+        by_kind.setdefault(r.variant, {})[r.seed] = r
     fixed = by_kind.get("fixed", {})
     rows = []
     for kind, runs in by_kind.items():
@@ -141,7 +141,7 @@ def seed_summary(results: Sequence[RunResult]) -> list[dict]:
         }
         rows.append(
             {
-                "shuffle": kind,
+                "variant": kind,
                 "seeds": seeds,
                 "soft_acc": _mean_std([r.soft_acc for r in ordered]),
                 "frozen_acc": _mean_std([r.frozen_acc for r in ordered]),
@@ -175,7 +175,7 @@ def format_seed_table(rows: Sequence[dict]) -> str:
         else:
             diff_cell = "-"
         cells = [
-            row["shuffle"],
+            row["variant"],
             ",".join(map(str, row["seeds"])),
             _pm(row["soft_acc"], ".4f"),
             _pm(row["frozen_acc"], ".4f"),
@@ -196,7 +196,7 @@ def plot_seeds(rows: Sequence[dict], path: Path, title: str) -> None:
         accs = row["frozen_acc_per_seed"]
         ax.scatter([x] * len(accs), accs, color="tab:blue", zorder=3)
         ax.hlines(row["frozen_acc"]["mean"], x - 0.25, x + 0.25, color="black")
-    ax.set_xticks(range(len(rows)), [row["shuffle"] for row in rows])
+    ax.set_xticks(range(len(rows)), [row["variant"] for row in rows])
     ax.set(ylabel="frozen accuracy (validation)", title=title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

@@ -71,33 +71,37 @@ def _epoch_generator(seed: int, epoch: int, rank: int) -> torch.Generator:
 
 
 def _param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
-    """Weight decay on conv/fc weights only: not on BatchNorm, biases or the structure parameters
-    (decay would pull a learned M toward 0, a Sinkhorn's logits toward uniform and a DGConv2d's
-    gates toward flipping), which train at --shuffle-lr, the gates at --gate-lr."""
-    gate_ids = {id(m.gates) for _, m in asx_modules.structures(model, asx_modules.DGConv2d)}
-    shuffle_ids = {
-        id(p) for _, m in asx_modules.structures(model) for p in m.structure_parameters()
-    }
-    decay, no_decay, shuffle, gates = [], [], [], []
+    """Weight decay on conv/fc weights only: not on BatchNorm or biases. The learned
+    structures' parameters go where their hints say (`LearnedStructure.param_groups`: a group
+    per name and learning rate, usually without decay)."""
+    hinted: dict[tuple, dict] = {}
+    taken: set[int] = set()
+    for _, module in asx_modules.structures(model):
+        for hint in module.param_groups():
+            lr = config.lr if hint.lr is None else hint.lr
+            group = hinted.setdefault(
+                (hint.name, lr, hint.weight_decay),
+                {
+                    "params": [],
+                    "weight_decay": hint.weight_decay,
+                    "lr": lr,
+                    "name": hint.name,
+                    "own_lr": hint.lr is not None,  # set by its flag, --<name>-lr
+                },
+            )
+            for p in hint.params:
+                if id(p) not in taken:
+                    taken.add(id(p))
+                    group["params"].append(p)
+    decay, no_decay = [], []
     for p in model.parameters():
-        if id(p) in gate_ids:
-            gates.append(p)
-        elif id(p) in shuffle_ids:
-            shuffle.append(p)
-        elif p.dim() > 1:
-            decay.append(p)
-        else:
-            no_decay.append(p)
+        if id(p) not in taken:
+            (decay if p.dim() > 1 else no_decay).append(p)
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    for params, lr in ((shuffle, config.shuffle_lr), (gates, config.gate_lr)):
-        if params:
-            groups.append(
-                {"params": params, "weight_decay": 0.0, "lr": config.lr if lr is None else lr}
-            )
-    return groups
+    return groups + [g for g in hinted.values() if g["params"]]
 
 
 def _sync_buffers(model: nn.Module, ctx: DistContext) -> None:
@@ -143,15 +147,15 @@ def evaluate(
     return total_loss / max(count, 1), correct / max(count, 1)
 
 
-def _shuffle_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
-    """Every learned structure's report row, and P(M) and the distance to the rounded
-    permutations summed over the soft shuffles (None without any)."""
+def _structure_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
+    """Every learned structure's report row, and their unweighted penalties (P(M) of the learned
+    shuffles...) and distances to their exact forms, each summed (None without any)."""
     layers = asx_modules.structure_report(model)  # one rounding per shuffle, not two
-    names = {name for name, _ in asx_modules.structures(model, asx_modules.SoftShuffle)}
-    shuffles = [r for r in layers if r["name"] in names]
-    if not shuffles:
+    if not layers:
         return layers, None, None
-    return layers, sum(r["penalty"] for r in shuffles), sum(r["distance"] for r in shuffles)
+    distances = [r["distance"] for r in layers if r.get("distance") is not None]
+    distance = sum(distances) if distances else None
+    return layers, sum(r["penalty"] for r in layers), distance
 
 
 class _Run:
@@ -193,32 +197,14 @@ class _Run:
         self.history: list[dict] = []
 
     def _build_model(self) -> nn.Module:
-        """The model of `config`, its shuffles started from their own seeded generator (so
-        every variant of a comparison starts with the same conv weights from the global RNG)."""
+        """The model of `config`, converted by its structures, which draw from their own seeded
+        generator (so every variant of a comparison starts with the same conv weights from the
+        global RNG)."""
         config = self.config
-        options = {"generator": torch.Generator().manual_seed(config.seed)}
-        if config.shuffle in ("learned", "sinkhorn"):
-            options |= {"init": config.shuffle_init, "blend": config.shuffle_blend}
-        if config.shuffle == "learned":
-            options |= {
-                "penalty_weight": config.penalty_weight,
-                "projection_iters": config.projection_iters,
-            }
-        elif config.shuffle != "random":
-            options = None
+        generator = torch.Generator().manual_seed(config.seed)
         try:
             return build_model(
-                config.model,
-                self.data.num_classes,
-                config.stem,
-                config.shuffle,
-                options,
-                pointwise=config.groups,
-                pointwise_options={"gate_init": config.gate_init}
-                if config.groups == "learned"
-                else None,
-                budget=config.budget,
-                budget_weight=config.budget_weight,
+                config.model, self.data.num_classes, config.stem, config.structures, generator
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
@@ -322,32 +308,24 @@ class _Run:
         )
 
     def _check_structures(self, _optimizer, _args, _kwargs) -> None:
-        """After each step: raises NonFiniteLossError, naming the learning-rate flag, when an
-        update overflowed a structure parameter (a shuffle matrix, a gate) to inf or NaN."""
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        gate_ids = {
-            id(m.gates) for _, m in asx_modules.structures(self.model, asx_modules.DGConv2d)
-        }
-        params = [
-            p for _, m in asx_modules.structures(self.model) for p in m.structure_parameters()
-        ]
+        """After each step: raises NonFiniteLossError, naming the learning-rate flag of the
+        parameter group, when an update overflowed a structure parameter (a shuffle matrix, a
+        gate) to inf or NaN."""
+        groups = [g for g in self.optimizer.param_groups if "name" in g]
+        params = [(p, g) for g in groups for p in g["params"]]
         if not params:
             return
-        finite = torch.stack([torch.isfinite(p).all() for p in params]).tolist()
-        bad = [p for p, ok in zip(params, finite, strict=True) if not ok]
+        finite = torch.stack([torch.isfinite(p).all() for p, _ in params]).tolist()
+        bad = [(p, g) for (p, g), ok in zip(params, finite, strict=True) if ok is False]
         if not bad:
             return
-        config = self.config
-        flag, lr = (
-            ("--gate-lr", config.gate_lr)
-            if id(bad[0]) in gate_ids
-            else ("--shuffle-lr", config.shuffle_lr)
-        )
-        if lr is None:
-            flag, lr = "--lr", config.lr
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        group = bad[0][1]
+        flag = f"--{group['name']}-lr" if group["own_lr"] else "--lr"
+        lr = group.get("initial_lr", group["lr"])  # the peak, before the schedule
         raise NonFiniteLossError(
             f"non-finite structure parameters after epoch {self.epoch + 1}, step {self.step + 1} "
-            f"({', '.join(names.get(id(p), '?') for p in bad[:3])}): the update overflowed; "
+            f"({', '.join(names.get(id(p), '?') for p, _ in bad[:3])}): the update overflowed; "
             f"{self._kept()}; try a lower {flag} (got {lr:g})"
         )
 
@@ -364,8 +342,8 @@ class _Run:
         config = self.config
         logits = self.net(x)
         task = task_loss(logits, labels, config.label_smoothing)
-        # Each structure weighs its own penalty (lambda = --penalty-weight for the learned
-        # shuffles); the schedule only scales all of them.
+        # Each structure weighs its own penalty (its config's lambda); the schedule only scales
+        # all of them.
         scale = penalty_scale_at(
             self.step,
             self.total_steps,
@@ -392,7 +370,7 @@ class _Run:
         sums = {"loss": 0.0, "penalty": 0.0, "correct": 0.0, "count": 0.0}
         bar = tqdm(
             total=self.steps_per_epoch,
-            desc=f"{config.shuffle} {self.epoch + 1}/{config.epochs}",
+            desc=f"{config.variant} {self.epoch + 1}/{config.epochs}",
             disable=not (config.progress and ctx.is_main) or None,
             leave=False,
             dynamic_ncols=True,
@@ -435,7 +413,7 @@ class _Run:
         while self.epoch < config.epochs:
             if config.stop_after_epochs is not None and done_here >= config.stop_after_epochs:
                 self._log(
-                    f"[{config.shuffle}] stopped after epoch {self.epoch} (--stop-after-epochs)"
+                    f"[{config.variant}] stopped after epoch {self.epoch} (--stop-after-epochs)"
                 )
                 return None
             row = self.train_epoch()
@@ -448,7 +426,7 @@ class _Run:
                     f"non-finite validation loss after epoch {self.epoch} ({val_loss}); "
                     f"{self._kept()}; try a lower --lr or --penalty-weight"
                 )
-            _, penalty, distance = _shuffle_summary(self.model)
+            _, penalty, distance = _structure_summary(self.model)
             row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_acc": val_acc}
             row |= {"penalty": penalty, "distance": distance}
             self.history.append(row)
@@ -456,7 +434,7 @@ class _Run:
                 self.save()
                 write_metrics(self.out_dir, self.history)
             self._log(
-                f"[{config.shuffle}] epoch {self.epoch}/{config.epochs} "
+                f"[{config.variant}] epoch {self.epoch}/{config.epochs} "
                 f"loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
                 f"val_acc {val_acc:.4f}"
                 + ("" if penalty is None else f" P(M) {penalty:.4g}")
@@ -473,12 +451,12 @@ class _Run:
         _, soft_acc = evaluate(self.model, self.data, config, self.device, ctx)
         frozen = asx_modules.freeze(self.model)
         _, frozen_acc = evaluate(frozen, self.data, config, self.device, ctx)
-        layers, penalty, distance = _shuffle_summary(self.model)
+        layers, penalty, distance = _structure_summary(self.model)
         times = [row["epoch_time"] for row in self.history]
         # Measured now, not at the start: learned group counts change the inference form.
         c = measure(self.model, (3, config.image_size, config.image_size))
         result = RunResult(
-            shuffle=config.shuffle,
+            variant=config.variant,
             seed=config.seed,
             soft_acc=soft_acc,
             frozen_acc=frozen_acc,
@@ -507,7 +485,7 @@ class _Run:
             atomic_write_text(self.out_dir / "result.json", strict_json(summary))
             write_run_report(self.out_dir, config, result, self.model)
         self._log(
-            f"[{config.shuffle}] soft acc {soft_acc:.4f}, frozen acc {frozen_acc:.4f}"
+            f"[{config.variant}] soft acc {soft_acc:.4f}, frozen acc {frozen_acc:.4f}"
             + ("" if penalty is None else f", P(M) {penalty:.4g}")
         )
         return result
@@ -540,9 +518,9 @@ def run_training(
                 "choose another --out"
             )
         run.load()
-        run._log(f"[{config.shuffle}] resumed from {run.checkpoint_path} at epoch {run.epoch}")
+        run._log(f"[{config.variant}] resumed from {run.checkpoint_path} at epoch {run.epoch}")
     elif resume:
-        run._log(f"[{config.shuffle}] no checkpoint in {out_dir}: starting from epoch 0")
+        run._log(f"[{config.variant}] no checkpoint in {out_dir}: starting from epoch 0")
     if ctx.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     return run.train()

@@ -121,7 +121,7 @@ def write_run_report(
     out_dir: Path, config: TrainConfig, result: RunResult, model: nn.Module
 ) -> None:
     """`report.md`, `curves.png` and (soft shuffles only) `permutations.png` in `out_dir`."""
-    title = f"{config.model}, {config.shuffle} shuffle, {config.dataset}"
+    title = f"{config.model}, {config.variant}, {config.dataset}"
     plot_curves(result.history, out_dir / "curves.png", title)
     has_heatmaps = plot_permutations(model, out_dir / "permutations.png", title)
     lines = [

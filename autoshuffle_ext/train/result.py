@@ -13,7 +13,7 @@ __all__ = ["RunResult"]
 class RunResult:
     """What a finished run reports (also written to `result.json` in its run directory)."""
 
-    shuffle: str
+    variant: str  # the run's name (e.g. the shuffle kind of a comparison)
     seed: int
     soft_acc: float
     frozen_acc: float
@@ -22,8 +22,8 @@ class RunResult:
     macs: int
     shuffle_macs: int
     time_per_epoch: float
-    final_penalty: float | None  # sum of P(M) over the soft shuffles (unweighted)
-    final_distance: float | None  # sum of distances to the rounded permutations
+    final_penalty: float | None  # sum of the structures' unweighted penalties (P(M)...)
+    final_distance: float | None  # sum of their distances to their exact forms
     epochs: int
     out_dir: str
     history: list[dict] = field(default_factory=list, repr=False)
