@@ -351,8 +351,14 @@ def run_on_device(channels=(24, 116, 232, 1024)) -> None:
     float32 matmul precisions), so that the driver loads their kernels for `device_report`."""
     import torch
 
-    from . import mixing, penalty
-    from .launches import _matmul_precision, _mix_dtype_pairs, _penalty_dtypes
+    from . import mixing, penalty, spline
+    from .launches import (
+        _matmul_precision,
+        _mix_dtype_pairs,
+        _penalty_dtypes,
+        _spline_dtypes,
+        _spline_knots,
+    )
 
     for precision in ("highest", "high"):
         with _matmul_precision(precision):
@@ -379,6 +385,16 @@ def run_on_device(channels=(24, 116, 232, 1024)) -> None:
                             torch.empty_like(x),
                             torch.empty_like(M),
                         )
+    for C in channels:
+        for dtype in _spline_dtypes():
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                x = torch.randn(8, C, 14, 14, device="cuda", dtype=dtype)
+                x = x.contiguous(memory_format=fmt)
+                c = torch.randn(C, 51, device="cuda")
+                spline.spline_forward(x, c, 0.1, torch.empty_like(x))
+                for K in _spline_knots():
+                    c = torch.randn(C, K, device="cuda")
+                    spline.spline_backward(x, x, c, 0.1, torch.empty_like(x), True)
     torch.cuda.synchronize()
 
 

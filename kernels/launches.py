@@ -1,12 +1,13 @@
 """Every launch configuration that the Triton launchers choose, found by running the launchers.
 
-The launchers of `mixing.py` and `penalty.py` pick block sizes, dtypes and constexpr switches from
-their inputs. `recorded_launches()` runs each launcher over the inputs the ops can hand it (every
-dtype pair that `autoshuffle_ext.ops` routes to Triton, both memory formats, every combination of
-optional outputs, every matmul precision setting, channel counts at and around each power of two
-up to 4096) on meta tensors, with the module's `@triton.jit` kernels swapped for recorders, and
-returns one launch per distinct configuration: kernel, constexpr arguments, pointer dtypes. The
-list follows the launchers' code: a new block choice, dtype or kernel shows up here by itself.
+The launchers of `mixing.py`, `penalty.py` and `spline.py` pick block sizes, dtypes and constexpr
+switches from their inputs. `recorded_launches()` runs each launcher over the inputs the ops can
+hand it (every dtype pair that `autoshuffle_ext.ops` routes to Triton, both memory formats, every
+combination of optional outputs, every matmul precision setting, channel counts at and around each
+power of two up to 4096, every bin block of the spline backward) on meta tensors, with the
+module's `@triton.jit` kernels swapped for recorders, and returns one launch per distinct
+configuration: kernel, constexpr arguments, pointer dtypes. The list follows the launchers' code:
+a new block choice, dtype or kernel shows up here by itself.
 
 Nothing is computed and no GPU is needed; `gpu_compile.py` compiles the launches for GPU targets.
 """
@@ -23,11 +24,11 @@ from typing import Any
 import torch
 import triton
 
-from . import mixing, penalty
+from . import mixing, penalty, spline
 
 __all__ = ["KERNEL_MODULES", "Launch", "kernels_of", "recorded_launches"]
 
-KERNEL_MODULES = (penalty, mixing)
+KERNEL_MODULES = (penalty, mixing, spline)
 
 # Channel counts that the launchers are driven with: each power of two up to 4096 and its
 # neighbours, so that every threshold at a power of two (next_power_of_2, min/max clamps) is seen
@@ -151,6 +152,30 @@ def _penalty_dtypes() -> list[torch.dtype]:
                                                                           dtype=d))]  # fmt: skip
 
 
+def _spline_dtypes() -> list[torch.dtype]:
+    """x dtypes that spline_activation sends to the Triton kernels on CUDA (the op's own checks;
+    the kernels read the knots in float32 whatever their dtype)."""
+    from autoshuffle_ext.ops import spline_activation as spline_op
+
+    dtypes = []
+    for dtype in FLOAT_DTYPES:
+        x = torch.empty(1, 2, 1, device="meta", dtype=dtype)
+        c = torch.empty(2, 51, device="meta", dtype=dtype)
+        try:
+            spline_op.check_spline_inputs(x, c, 0.1)
+        except (TypeError, ValueError):
+            continue
+        if spline_op._use_triton(x, c):
+            dtypes.append(dtype)
+    return dtypes
+
+
+def _spline_knots() -> list[int]:
+    """Knot counts that give every bin block of the spline backward, up to spline.MAX_KNOTS."""
+    counts = range(2, spline.MAX_KNOTS + 1)
+    return sorted({spline.bin_block(k): k for k in reversed(counts)}.values())
+
+
 def _empty(shape, dtype, channels_last=False) -> torch.Tensor:
     t = torch.empty(shape, device="meta", dtype=dtype)
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
@@ -185,6 +210,21 @@ def _drive_mixing(C: int, x_dtype: torch.dtype, m_dtype: torch.dtype) -> Iterato
             mixing.shuffle_mix_backward(x, grad_p, x, M, row, col, dx, dm)
 
 
+def _drive_spline(C: int, dtype: torch.dtype) -> Iterator[str]:
+    for channels_last in (False, True):
+        x = _empty((2, C, 16, 16), dtype, channels_last)
+        what = f"x[2, {C}, 16, 16] {dtype}{' channels_last' if channels_last else ''}"
+        yield f"spline_forward({what}, K=51)"
+        spline.spline_forward(x, _empty((C, 51), torch.float32), 0.1, torch.empty_like(x))
+        for K in _spline_knots():
+            c = _empty((C, K), torch.float32)
+            for dx, need_dc in ((torch.empty_like(x), True), (None, True),
+                                (torch.empty_like(x), False)):  # fmt: skip
+                yield (f"spline_backward({what}, K={K}, dx={dx is not None}, "
+                       f"need_dc={need_dc})")  # fmt: skip
+                spline.spline_backward(x, x, c, 0.1, dx, need_dc)
+
+
 def _drivers() -> Iterator[tuple[str, Iterator[str]]]:
     """(matmul precision, launcher run) pairs; each run yields a description before each call."""
     for precision in ("highest", "high"):
@@ -193,6 +233,9 @@ def _drivers() -> Iterator[tuple[str, Iterator[str]]]:
                 yield precision, _drive_penalty(C, dtype)
             for x_dtype, m_dtype in _mix_dtype_pairs():
                 yield precision, _drive_mixing(C, x_dtype, m_dtype)
+            if precision == "highest":  # no matmul in the spline kernels
+                for dtype in _spline_dtypes():
+                    yield precision, _drive_spline(C, dtype)
 
 
 def recorded_launches() -> list[Launch]:

@@ -195,19 +195,34 @@ def _channels_inner(t: torch.Tensor) -> bool:
 # Elements per forward tile; per backward step the one-hot bins of a tile take
 # BLOCK_C * BLOCK_P * BLOCK_K <= _BWD_CELLS values.
 _FWD_ELEMS = 1024
+_FWD_MAX_C = 64
 _BWD_CELLS = 8192
 _BWD_MAX_C = 32
 
 
+# The largest K the kernels take (BLOCK_K <= 256); the op runs larger grids in ATen.
+MAX_KNOTS = 256
+
+
 def bin_block(K: int) -> int:
-    """BLOCK_K: the bins (knots) of one channel, a power of two >= K."""
-    return triton.next_power_of_2(K)
+    """BLOCK_K: the bins (knots) of one channel, a power of two >= K and >= 32 (few distinct
+    configurations to compile: 32, 64, 128, 256)."""
+    return max(triton.next_power_of_2(K), 32)
 
 
 def bwd_tile(C: int, P: int, K: int, channels_inner: bool) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_P) of a backward step."""
-    elems = min(max(_BWD_CELLS // bin_block(K), 32), 256)
-    return _tile(C, P, channels_inner, elems, _BWD_MAX_C)
+    """(BLOCK_C, BLOCK_P) of a backward step. From 128 knots on at most 8 channels per tile: a
+    [32, 2, 128] tile spills 12-24 bytes on sm_80/sm_90 even at 8 warps."""
+    block_k = bin_block(K)
+    elems = min(max(_BWD_CELLS // block_k, 32), 256)
+    return _tile(C, P, channels_inner, elems, _BWD_MAX_C if block_k <= 64 else 8)
+
+
+def bwd_warps(K: int) -> int:
+    """Warps of the backward. At 4 warps the one-hot bins of 128 knots and more need 255
+    registers per thread and spill 20 bytes on sm_80 (half inputs, tests/test_triton_compile.py);
+    8 warps halve each thread's share."""
+    return 8 if bin_block(K) >= 128 else 4
 
 
 def _num_sms(device: torch.device) -> int:
@@ -225,13 +240,13 @@ def spline_forward(
     tile: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Fills y (x's shape, any layout whose pixel dims merge into one) with the splines of
-    `coefficients` [C, K] on x [N, C, ...] (a view of [N, C, P]); returns y. `tile` overrides
-    (BLOCK_C, BLOCK_P)."""
+    `coefficients` [C, K] (float32, K <= MAX_KNOTS) on x [N, C, ...] (a view of [N, C, P]);
+    returns y. `tile` overrides (BLOCK_C, BLOCK_P)."""
     C, K = coefficients.shape
     N, P, ((sx_n, sx_c, sx_p), (sy_n, sy_c, sy_p)) = _ncp([x, y])
     if N * C * P == 0:
         return y
-    block_c, block_p = tile or _tile(C, P, _channels_inner(x), _FWD_ELEMS, 1024)
+    block_c, block_p = tile or _tile(C, P, _channels_inner(x), _FWD_ELEMS, _FWD_MAX_C)
     grid = (triton.cdiv(C, block_c) * triton.cdiv(P, block_p) * N,)
     _spline_fwd_kernel[grid](
         x, coefficients, y, C, P, K, float(spacing), sx_n, sx_c, sx_p, sy_n, sy_c, sy_p,
@@ -274,7 +289,7 @@ def spline_backward(
         dy, x, coefficients, dx if dx is not None else dy, ws, N, C, P, K, float(spacing),
         sd_n, sd_c, sd_p, sx_n, sx_c, sx_p, sdx_n, sdx_c, sdx_p, *coefficients.stride(),
         num_splits, int(dx is not None), int(need_dc), BLOCK_C=block_c, BLOCK_P=block_p,
-        BLOCK_K=bin_block(K), num_warps=4,
+        BLOCK_K=bin_block(K), num_warps=bwd_warps(K),
     )  # fmt: skip
     if not need_dc:
         return None

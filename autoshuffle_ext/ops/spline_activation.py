@@ -25,9 +25,10 @@ returned in the coefficients' dtype.
 
 Kernels: on the CPU an ATen implementation (segment indices, a gather, index_add_ for the
 coefficient gradient; no Python loop over elements), to be replaced by the C++ kernel; on CUDA
-the Triton kernels of `autoshuffle_ext.kernels.spline` for float16/bfloat16/float32 (ATen for
-float64). The schema is defined here; when csrc/ gains the CPU kernel, its `TORCH_LIBRARY`
-takes the schema and this file keeps the fake kernels, the autograd and the Triton path.
+the Triton kernels of `autoshuffle_ext.kernels.spline` for float16/bfloat16/float32 inputs and
+up to 256 knots (ATen for float64 and larger grids; the kernels read the knots in float32).
+The schema is defined here; when csrc/ gains the CPU kernel, its `TORCH_LIBRARY` takes the
+schema and this file keeps the fake kernels, the autograd and the Triton path.
 The plain PyTorch reference (differentiable by autograd alone) is
 `autoshuffle_ext.splines.reference.linear_spline_reference`.
 """
@@ -149,10 +150,14 @@ def _backward_aten(
 # ---- CUDA: Triton ----
 
 
-def _use_triton(x: Tensor) -> bool:
+def _use_triton(x: Tensor, coefficients: Tensor) -> bool:
     from ..kernels import triton_available
 
-    return triton_available() and x.dtype in (*_HALF, torch.float32)
+    if not (triton_available() and x.dtype in (*_HALF, torch.float32)):
+        return False
+    from ..kernels.spline import MAX_KNOTS
+
+    return coefficients.shape[1] <= MAX_KNOTS
 
 
 def _pixels_merge(t: Tensor) -> bool:
@@ -169,10 +174,11 @@ def _triton_operand(x: Tensor) -> Tensor:
 
 
 def _forward_cuda(x: Tensor, coefficients: Tensor, spacing: float) -> Tensor:
-    if not _use_triton(x):
+    if not _use_triton(x, coefficients):
         return _forward_aten(x, coefficients, spacing)
     from ..kernels.spline import spline_forward
 
+    coefficients = coefficients.float()  # the kernels read float32 knots
     y = spline_output_like(x)
     if _pixels_merge(y):
         return spline_forward(_triton_operand(x), coefficients, spacing, y)
@@ -188,10 +194,12 @@ def _backward_cuda(
     need_x: bool,
     need_coefficients: bool,
 ) -> tuple[Tensor, Tensor]:
-    if not _use_triton(x):
+    if not _use_triton(x, coefficients):
         return _backward_aten(grad, x, coefficients, spacing, need_x, need_coefficients)
     from ..kernels.spline import spline_backward
 
+    c_dtype = coefficients.dtype
+    coefficients = coefficients.float()  # the kernels read float32 knots
     dx = spline_output_like(x) if need_x else x.new_empty(0)
     target = dx if not need_x or _pixels_merge(dx) else x.new_empty(x.shape)
     dc = spline_backward(
@@ -200,7 +208,7 @@ def _backward_cuda(
     )  # fmt: skip
     if need_x and target is not dx:
         dx.copy_(target)
-    dc = dc.to(coefficients.dtype) if dc is not None else x.new_empty(0)
+    dc = dc.to(c_dtype) if dc is not None else x.new_empty(0)
     return dx, dc
 
 
