@@ -225,10 +225,29 @@ def test_inference_form_is_exact_at_threshold_zero_and_keeps_only_knots():
     assert knots[:2] == [2, 1] and knots == m.knots_per_channel().tolist()
     assert frozen.knots.shape == (5, max(knots))
     torch.testing.assert_close(frozen.knots[0, :2], torch.tensor([-1.0, 0.4]), atol=1e-6, rtol=0)
+    assert torch.isinf(frozen.knots[1, 1:]).all() and (frozen.jumps[1, 1:] == 0).all()
     # asx.freeze swaps the module for its inference form.
     model = asx.freeze(nn.Sequential(nn.Identity(), m))
     assert isinstance(model[1], SparseLinearSpline)
     torch.testing.assert_close(model(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_inference_form_with_many_knots_uses_the_running_sums(layout):
+    m = trained_like(LinearSpline(6, size=21, range=2.0), seed=7)
+    frozen = m.to_inference()
+    assert frozen.knots.shape[1] > 4  # beyond LOOP_KNOTS: the binary-search path
+    x = torch.randn(3, 6, 5, 4) * 3
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(frozen(x), m(x), atol=2e-5, rtol=1e-5)
+    loop = SparseLinearSpline.from_coefficients(m.coefficients.detach().double(), m.spacing)
+    xd = x.double()
+    y_loop = loop.intercept.view(6, 1, 1) + loop.slope.view(6, 1, 1) * xd
+    for j in range(loop.knots.shape[1]):
+        step = (xd - loop.knots[:, j].view(6, 1, 1)).clamp(min=0)
+        y_loop = y_loop + loop.jumps[:, j].view(6, 1, 1) * torch.nan_to_num(step)
+    torch.testing.assert_close(loop(xd), y_loop, atol=1e-9, rtol=1e-9)
 
 
 def test_calculus_helpers():

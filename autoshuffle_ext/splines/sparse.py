@@ -2,9 +2,11 @@
 
     sigma_c(x) = intercept[c] + slope[c] * x + sum_j jumps[c, j] * ReLU(x - knots[c, j])
 
-Each channel keeps the knots whose slope change survived sparsification (rows padded with zero
-jumps to the largest count J); its cost is 1 + J multiply-adds per element, against a gather
-and an interpolation for the grid form, so it pays when few knots are left.
+Each channel keeps the knots whose slope change survived sparsification, in increasing order
+(rows padded with +inf knots of zero jump to the largest count J). Up to `LOOP_KNOTS` knots the
+forward is that sum, 1 + J multiply-adds per element; beyond, a binary search for x's segment
+and two gathers of the running sums (x * sum(jumps) - sum(jumps * knots) over the knots left of
+x), so that a spline frozen with many knots left costs O(log J), not O(J).
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from torch import nn
 from .calculus import knot_mask, slope_changes
 from .grid import knot_positions
 
-__all__ = ["SparseLinearSpline"]
+__all__ = ["LOOP_KNOTS", "SparseLinearSpline"]
+
+LOOP_KNOTS = 4
 
 
 class SparseLinearSpline(nn.Module):
     """Per-channel piecewise linear activations given by their knots (see the module docstring).
 
-    Buffers: intercept [C], slope [C] (the slope left of every knot), knots [C, J] and jumps
-    [C, J] (the slope change at each knot; 0 in the padding). Built by `from_coefficients` (or
+    Buffers: intercept [C], slope [C] (the slope left of every knot), knots [C, J] (increasing
+    in each row; +inf in the padding) and jumps [C, J] (the slope change at each knot; 0 in the
+    padding). Built by `from_coefficients` (or
     `LinearSpline.to_inference()`).
     """
 
@@ -58,7 +63,7 @@ class SparseLinearSpline(nn.Module):
         J = int(mask.sum(-1).max()) if C else 0
         order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)[:, :J]
         kept = torch.gather(mask, 1, order)
-        knots = torch.where(kept, positions[1:-1][order], 0.0)
+        knots = torch.where(kept, positions[1:-1][order], torch.inf)
         jumps = torch.where(kept, torch.gather(changes, 1, order), 0.0)
         slope = (acc[:, 1] - acc[:, 0]) / spacing
         intercept = acc[:, 0] - slope * positions[0]
@@ -82,10 +87,21 @@ class SparseLinearSpline(nn.Module):
         xs = x.to(dtype)
         intercept, slope = self.intercept.to(dtype), self.slope.to(dtype)
         y = torch.addcmul(intercept.view(shape), slope.view(shape), xs)
-        for j in range(self.knots.shape[1]):
-            knot = self.knots[:, j].to(dtype).view(shape)
-            y = y.addcmul_(self.jumps[:, j].to(dtype).view(shape), (xs - knot).clamp_(min=0))
-        return y.to(x.dtype)
+        knots, jumps = self.knots.to(dtype), self.jumps.to(dtype)
+        if knots.shape[1] <= LOOP_KNOTS:
+            for j in range(knots.shape[1]):
+                knot = knots[:, j].view(shape)
+                y = y.addcmul_(jumps[:, j].view(shape), (xs - knot).clamp_(min=0))
+            return y.to(x.dtype)
+        # Running sums over the knots left of x: sum_j a_j (x - t_j) = x * A - B.
+        zero = jumps.new_zeros(self.num_channels, 1)
+        run_a = torch.cat([zero, jumps.cumsum(-1)], -1)
+        run_b = torch.cat([zero, torch.where(jumps != 0, jumps * knots, 0.0).cumsum(-1)], -1)
+        rows = xs.movedim(1, 0).reshape(self.num_channels, -1).contiguous()
+        left = torch.searchsorted(knots.contiguous(), rows, right=True)
+        a = run_a.gather(1, left).view(xs.movedim(1, 0).shape).movedim(0, 1)
+        b = run_b.gather(1, left).view(xs.movedim(1, 0).shape).movedim(0, 1)
+        return (y + xs * a - b).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"num_channels={self.num_channels}, max_knots={self.knots.shape[1]}"
