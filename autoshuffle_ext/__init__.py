@@ -84,3 +84,9 @@ __all__ = [
     "structures",
 ]
 __version__ = "0.1.0"
+
+# Trainable linear-spline activations (issue 23).
+from . import splines
+from .splines import LinearSpline, SparseLinearSpline, spline_activation
+
+__all__ += ["LinearSpline", "SparseLinearSpline", "spline_activation", "splines"]
