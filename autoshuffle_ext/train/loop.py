@@ -444,9 +444,15 @@ class _Run:
         return self.finish()
 
     def finish(self) -> RunResult:
-        """Rounds the shuffles, evaluates soft and frozen models, checks the ranks agree."""
+        """Freezes the structures, evaluates soft and frozen models, checks the ranks agree."""
         config, ctx = self.config, self.ctx
-        assert_same_on_all_ranks(asx_modules.learned_matrices(self.model), ctx)
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        learned = {
+            names[id(p)]: p.detach()
+            for _, m in asx_modules.structures(self.model)
+            for p in m.structure_parameters()
+        }
+        assert_same_on_all_ranks(learned, ctx)
         _sync_buffers(self.model, ctx)
         _, soft_acc = evaluate(self.model, self.data, config, self.device, ctx)
         frozen = asx_modules.freeze(self.model)
