@@ -50,73 +50,18 @@ inline at::MemoryFormat check_cat_gather_args(const at::Tensor& a, const at::Ten
   return cat_gather_memory_format(a, b);
 }
 
-// The step between consecutive pixels when dims 2.. of t flatten into one dim (each dim of size
-// > 1 steps by the step times the number of pixels inside it), else -1. 1 when there is at most
-// one pixel.
-inline int64_t flat_pixel_stride(const at::Tensor& t) {
-  int64_t step = -1;
-  int64_t span = 1;
-  for (int64_t d = t.dim() - 1; d >= 2; --d) {
-    if (t.size(d) == 1) continue;
-    if (step < 0) {
-      step = t.stride(d);
-    } else if (t.stride(d) != step * span) {
-      return -1;
-    }
-    span *= t.size(d);
-  }
-  return step < 0 ? 1 : step;
-}
-
-// One input as the kernels walk it, strides in elements: pixel (n, s) of channel j at
-// data + n * batch_stride + j * channel_stride + s * pixel_stride. The output's layout decides
-// what is needed: contiguous planes (pixel_stride 1) for plane copies, consecutive channels
-// (channel_stride 1) for per-pixel gathers. An input laid out otherwise is read from a dense copy
-// in the output's format; a channel slice of a tensor (ShuffleNet v2's split) is read in place.
-struct CatSource {
-  at::Tensor tensor;  // the input itself, or its dense copy
-  int64_t channels;
-  int64_t batch_stride;
-  int64_t channel_stride;
-  int64_t pixel_stride;
-};
-
-// How the kernels walk a non-empty output of `format`: as N * C planes of `inner` elements, plane
-// (n, c) being plane perm[c] of the concatenation (contiguous with inner > 1), else as N * inner
-// pixels, each a row of C channels gathered through perm.
-struct CatLayout {
-  int64_t n;
-  int64_t c;
-  int64_t inner;
-  bool planes;
-  int64_t pixels() const { return n * inner; }
-};
-
-inline CatLayout cat_layout(const at::Tensor& a, const at::Tensor& b, at::MemoryFormat format) {
-  int64_t inner = 1;
-  for (int64_t d = 2; d < a.dim(); ++d) inner *= a.size(d);
-  return {a.size(0), a.size(1) + b.size(1), inner,
-          format == at::MemoryFormat::Contiguous && inner > 1};
-}
-
-// `t` as a CatSource for an output walked as `layout` in `format`.
-inline CatSource cat_source(const at::Tensor& t, const CatLayout& layout,
-                            at::MemoryFormat format) {
-  const int64_t channels = t.size(1);
-  const int64_t step = flat_pixel_stride(t);
-  const bool in_place =
-      layout.planes ? step == 1 : step >= 0 && (channels == 1 || t.stride(1) == 1);
-  const at::Tensor src = in_place ? t : t.contiguous(format);
-  const int64_t pixel_stride = in_place ? step : (layout.planes ? 1 : channels);
-  const int64_t channel_stride = layout.planes ? src.stride(1) : 1;
-  return {src, channels, src.stride(0), channel_stride, pixel_stride};
+// The output's layout: a's sizes with a.size(1) + b.size(1) channels, in `format`.
+inline GatherLayout cat_layout(const at::Tensor& a, const at::Tensor& b, at::MemoryFormat format) {
+  GatherLayout layout = gather_layout(a, format);
+  layout.c += b.size(1);
+  return layout;
 }
 
 // A device's kernel: writes cat([a, b], 1) gathered through perm into `out`, which is dense in
 // the output's format. It checks perm's values as the device can (the CPU on the host, before
 // anything is read and also for empty inputs; CUDA the range, on the device).
-using CatGatherInto = void (*)(const CatSource& a, const CatSource& b, const CatLayout& layout,
-                               const at::Tensor& perm, at::Tensor& out);
+using CatGatherInto = void (*)(const GatherSource& a, const GatherSource& b,
+                               const GatherLayout& layout, const at::Tensor& perm, at::Tensor& out);
 
 // The output's shape: a's, with a.size(1) + b.size(1) channels.
 inline std::vector<int64_t> cat_gather_shape(const at::Tensor& a, const at::Tensor& b) {
@@ -130,8 +75,11 @@ template <CatGatherInto kernel>
 at::Tensor cat_gather_with(const at::Tensor& a, const at::Tensor& b, const at::Tensor& perm) {
   const at::MemoryFormat format = check_cat_gather_args(a, b, perm);
   at::Tensor out = at::empty(cat_gather_shape(a, b), a.options().memory_format(format));
-  const CatLayout layout = cat_layout(a, b, format);
-  kernel(cat_source(a, layout, format), cat_source(b, layout, format), layout, perm, out);
+  const GatherLayout layout = cat_layout(a, b, format);
+  // Each input where it lies, or a dense copy (kept alive here while the kernel runs).
+  const at::Tensor a_read = readable_source(a, layout, format);
+  const at::Tensor b_read = readable_source(b, layout, format);
+  kernel(gather_source(a_read, layout), gather_source(b_read, layout), layout, perm, out);
   return out;
 }
 

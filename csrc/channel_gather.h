@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "gather_source.h"
+
 namespace autoshuffle_ext {
 
 // An empty tensor is "contiguous" in every memory format, so its format is read from its strides:
@@ -90,10 +92,10 @@ inline void check_channel_gather_out(const at::Tensor& x, const at::Tensor& perm
                     "channel_gather: out must not share memory with perm; pass a separate tensor");
 }
 
-// How the kernels walk a non-empty x that is dense in `format`: as N * C planes of `inner`
-// elements, plane (n, c) of out being plane (n, perm[c]) of x (contiguous with inner > 1), else as
-// `pixels` rows of C channels, each gathered through perm (channels-last, or contiguous [N, C],
-// where inner == 1: the same layout).
+// How the kernels walk a non-empty output (channel_gather's, which has x's layout, or
+// cat_gather's): as N * C planes of `inner` elements, plane (n, c) copied from the plane of
+// channel perm[c] (contiguous with inner > 1), else as N * inner pixel rows of C channels, each
+// gathered through perm (channels-last, or contiguous with inner == 1: the same layout).
 struct GatherLayout {
   int64_t n;
   int64_t c;
@@ -105,8 +107,48 @@ struct GatherLayout {
 inline GatherLayout gather_layout(const at::Tensor& x, at::MemoryFormat format) {
   const int64_t n = x.size(0);
   const int64_t c = x.size(1);
-  const int64_t inner = x.numel() / (n * c);
+  int64_t inner = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) inner *= x.size(d);
   return {n, c, inner, format == at::MemoryFormat::Contiguous && inner > 1};
+}
+
+// The step between consecutive pixels when dims 2.. of t flatten into one dim (each dim of size
+// > 1 steps by the step times the number of pixels inside it), else -1. 1 when there is at most
+// one pixel.
+inline int64_t flat_pixel_stride(const at::Tensor& t) {
+  int64_t step = -1;
+  int64_t span = 1;
+  for (int64_t d = t.dim() - 1; d >= 2; --d) {
+    if (t.size(d) == 1) continue;
+    if (step < 0) {
+      step = t.stride(d);
+    } else if (t.stride(d) != step * span) {
+      return -1;
+    }
+    span *= t.size(d);
+  }
+  return step < 0 ? 1 : step;
+}
+
+// Whether the kernels can read `t` where it lies for an output walked as `layout`: contiguous
+// planes (pixel stride 1) for plane copies, consecutive channels and one pixel stride for rows.
+inline bool readable_in_place(const at::Tensor& t, const GatherLayout& layout) {
+  const int64_t step = flat_pixel_stride(t);
+  return layout.planes ? step == 1 : step >= 0 && (t.size(1) == 1 || t.stride(1) == 1);
+}
+
+// `t` as the kernels read it for an output walked as `layout` in `format`: itself when
+// readable_in_place (a channel slice of a tensor, ShuffleNet v2's split), else a dense copy in
+// `format`. The caller keeps the result alive while the kernels run.
+inline at::Tensor readable_source(const at::Tensor& t, const GatherLayout& layout,
+                                  at::MemoryFormat format) {
+  return readable_in_place(t, layout) ? t : t.contiguous(format);
+}
+
+// A tensor returned by readable_source, as a GatherSource.
+inline GatherSource gather_source(const at::Tensor& t, const GatherLayout& layout) {
+  return {t.const_data_ptr(), t.size(1), t.stride(0), layout.planes ? t.stride(1) : 1,
+          flat_pixel_stride(t)};
 }
 
 // A device's kernel: writes the gather of x into `out`, which has x's shape and is dense in

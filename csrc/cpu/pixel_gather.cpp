@@ -1,21 +1,14 @@
-// Per-pixel channel gather for channels_last tensors. A scalar loop moves one element per load of
-// perm, about 3x slower than a copy; hardware gathers (AVX2: 8 x 32-bit, AVX-512: 16 x 32-bit)
-// move a whole vector per instruction and bring the gather close to memory speed on Intel. Where
-// they are slower than tile transposes (pixel_transpose.cpp; AMD, timed once per process), 2- and
-// 4-byte elements take those, and 4-byte rows that fit in AVX-512 registers are permuted there
-// (pixel_permute.cpp). The SIMD paths are compiled with function-level target attributes and
-// picked at run time, so the library still runs on any x86-64 (and any other) CPU.
+// Per-pixel channel gather of dense rows. A scalar loop moves one element per load of perm;
+// hardware gathers (AVX2: 8 x 32-bit, AVX-512: 16 x 32-bit) move a whole vector per instruction
+// (fast on Intel, slow on AMD Zen 4: bench/RESULTS.md). The SIMD paths are compiled with
+// function-level target attributes and picked at run time (gather_plan.cpp), so the library still
+// runs on any x86-64 (and any other) CPU.
 #include "pixel_gather.h"
 
 #include <c10/util/Exception.h>
 
-#include <algorithm>
-#include <chrono>
-#include <vector>
-
 #include "../element.h"
-#include "pixel_permute.h"
-#include "pixel_transpose.h"
+#include "features.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
 #include <immintrin.h>
@@ -155,96 +148,38 @@ __attribute__((target("avx2"))) void avx2_pixels(const char* src, char* dst,
 
 }  // namespace
 
-void gather_pixels(const void* src, void* dst, const int64_t* perm, const int32_t* perm32,
-                   int64_t begin, int64_t end, int64_t last_pixel, int64_t c,
-                   int64_t element_size, Isa isa, bool gathers, bool stream) {
+void gather_rows(GatherPath path, const void* src, void* dst, const int64_t* perm,
+                 const int32_t* perm32, int64_t begin, int64_t end, int64_t rows, int64_t c,
+                 int64_t element_size) {
 #ifdef AUTOSHUFFLE_X86_SIMD
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
-  // One input of dense rows, all in one "image" (batch stride 0).
-  const PixelRows rows{src, c, 0, c}, none{nullptr, 0, 0, 0};
-  if (isa == Isa::kAvx512 && element_size == 4 && permute_fits(c, 0)) {
-    permute_pixels(rows, none, dst, perm32, begin, end, last_pixel + 1);
-    return;
-  }
-  if (isa != Isa::kScalar && (element_size == 2 || element_size == 4) && !gathers) {
-    transpose_pixels(rows, none, dst, perm32, begin, end, last_pixel + 1, element_size, stream);
-    return;
-  }
-  if (isa == Isa::kAvx512 && element_size <= 8) {
-    // Narrow elements over-read: the array's last pixel goes to the scalar loop below.
-    const int64_t simd_end = (element_size < 4 && end > last_pixel) ? last_pixel : end;
+  if (path == GatherPath::kPixelsGatherAvx512) {
+    // Narrow elements over-read: src's last row goes to the scalar loop below.
+    const int64_t simd_end = (element_size < 4 && end >= rows) ? rows - 1 : end;
     switch (element_size) {
       case 1: avx512_pixels<1>(s, d, perm32, begin, simd_end, c); break;
       case 2: avx512_pixels<2>(s, d, perm32, begin, simd_end, c); break;
       case 4: avx512_pixels<4>(s, d, perm32, begin, simd_end, c); break;
       case 8: avx512_pixels<8>(s, d, perm32, begin, simd_end, c); break;
+      default: TORCH_CHECK(false, "pixels_gather_avx512: unsupported element size ", element_size);
     }
     if (simd_end < end) scalar_dispatch(src, dst, perm, simd_end, end, c, element_size);
     return;
   }
-  if (isa != Isa::kScalar && (element_size == 4 || element_size == 8)) {
-    if (element_size == 4) {
-      avx2_pixels<4>(s, d, perm, perm32, begin, end, c);
-    } else {
-      avx2_pixels<8>(s, d, perm, perm32, begin, end, c);
+  if (path == GatherPath::kPixelsGatherAvx2) {
+    switch (element_size) {
+      case 4: avx2_pixels<4>(s, d, perm, perm32, begin, end, c); break;
+      case 8: avx2_pixels<8>(s, d, perm, perm32, begin, end, c); break;
+      default: TORCH_CHECK(false, "pixels_gather_avx2: unsupported element size ", element_size);
     }
     return;
   }
 #endif
   (void)perm32;
-  (void)last_pixel;
-  (void)isa;
-  (void)gathers;
-  (void)stream;
+  (void)rows;
+  TORCH_CHECK(path == GatherPath::kPixels, "gather_rows: not a row gather: ", path_name(path));
   scalar_dispatch(src, dst, perm, begin, end, c, element_size);
-}
-
-namespace {
-
-// The faster path's answer for `isa` and elements of E bytes: 64 pixels of 240 channels (in L2),
-// each path run 9 times alternately, the best time of each compared (the minimum shrugs off a
-// noisy neighbour's interruptions).
-template <int E>
-bool time_gathers_against_transposes(Isa isa) {
-  constexpr int64_t kPixels = 64, kChannels = 240;
-  // + 4 bytes: the 2-byte gathers read a little past each element (pixel_gather.h).
-  std::vector<char> src(kPixels * kChannels * E + 4), dst(kPixels * kChannels * E);
-  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<char>(i * 7);
-  std::vector<int64_t> perm(kChannels);
-  std::vector<int32_t> perm32(kChannels);
-  for (int64_t ch = 0; ch < kChannels; ++ch) {
-    perm[ch] = (ch * 7 + 3) % kChannels;  // 7 is coprime to 240: a permutation
-    perm32[ch] = static_cast<int32_t>(perm[ch]);
-  }
-  double best[2] = {1e30, 1e30};
-  for (int round = 0; round < 9; ++round) {
-    for (int gathers = 0; gathers < 2; ++gathers) {
-      const auto start = std::chrono::steady_clock::now();
-      gather_pixels(src.data(), dst.data(), perm.data(), perm32.data(), 0, kPixels, kPixels,
-                    kChannels, E, isa, gathers == 1, false);
-      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
-      best[gathers] = std::min(best[gathers], took.count());
-    }
-  }
-  return best[1] < best[0];
-}
-
-}  // namespace
-
-bool gathers_are_faster(Isa isa, int64_t element_size) {
-  if (!isa_supported(isa) || (element_size != 2 && element_size != 4)) return false;
-#define AS_CASE(ISA, E)                                                    \
-  if (isa == ISA && element_size == E) {                                   \
-    static const bool faster = time_gathers_against_transposes<E>(ISA); \
-    return faster;                                                         \
-  }
-  AS_CASE(Isa::kAvx512, 4)
-  AS_CASE(Isa::kAvx512, 2)
-  AS_CASE(Isa::kAvx2, 4)
-  AS_CASE(Isa::kAvx2, 2)
-#undef AS_CASE
-  return false;  // no SIMD: no transposes
 }
 
 }  // namespace autoshuffle_ext::cpu

@@ -1,32 +1,20 @@
 // Per-pixel permutation in AVX-512 registers (see pixel_permute.h). Each output vector is built
-// with one vpermt2d per register pair plus blends. With no table to go through it ran 1.4x (in L2)
-// to 2.3x (in memory) faster than the 8-pixel transposes on 58 + 58 channels (AMD Zen 4), and
-// about 2x faster than 16-lane gathers on one row of up to 128 channels in cache; with more
-// registers the permutes per output vector grow with C and the transposes win.
+// with one vpermt2d per register pair plus blends, with no table to go through; with more
+// registers the permutes per output vector grow with C and the transposes win (measured:
+// bench/RESULTS.md).
 #include "pixel_permute.h"
-
-#ifdef AUTOSHUFFLE_X86_SIMD
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "row_cursor.h"
 #include "static_count.h"
 
-namespace autoshuffle_ext::cpu {
-namespace {
+#ifdef AUTOSHUFFLE_X86_SIMD
+#include <immintrin.h>
+#endif
 
-struct PermutePlan {
-  // idx[o][j]: for output vector o, the lane (0..31) of register pair j each output lane takes;
-  // mask[o][j]: the output lanes whose source lies in pair j.
-  alignas(64) int32_t idx[kMaxPermuteRegs][kMaxPermuteRegs / 2][16];
-  uint16_t mask[kMaxPermuteRegs][kMaxPermuteRegs / 2];
-  // Register r holds the 16 channels from `offset[r]` of a's row (r < a_regs) or of b's, the lanes
-  // of `load_mask[r]` (a row's last register is partial: masked loads touch no memory outside).
-  int64_t offset[kMaxPermuteRegs];
-  uint16_t load_mask[kMaxPermuteRegs];
-  int a_regs;
-};
+namespace autoshuffle_ext::cpu {
 
 void build_permute_plan(const int32_t* perm32, int64_t ca, int64_t cb, PermutePlan& plan) {
   std::memset(&plan, 0, sizeof(plan));
@@ -48,10 +36,13 @@ void build_permute_plan(const int32_t* perm32, int64_t ca, int64_t cb, PermutePl
   }
 }
 
+#ifdef AUTOSHUFFLE_X86_SIMD
+namespace {
+
 // B pixels at a time: each index vector and mask is loaded once for all B. V registers and
 // Outputs output vectors per pixel, compile-time counts so that the sequence is unrolled, fixed
 // and branch-free. kOneInput (channel_gather's dense rows): load offsets known at compile time and
-// no row cursor; masked loads through the plan and cursors cost 1.2x on one input in cache.
+// no row cursor (masked loads through the plan and cursors were slower on one input in cache).
 template <int V, int Outputs, bool kOneInput, int B>
 __attribute__((target("avx512f"))) inline void permute_block(const int32_t* const a[B],
                                                              const int32_t* const b[B],
@@ -94,7 +85,7 @@ __attribute__((target("avx512f"))) inline void permute_block(const int32_t* cons
 }
 
 template <int V, int Outputs, bool kOneInput>
-__attribute__((target("avx512f"))) void permute_range(const PixelRows& a, const PixelRows& b,
+__attribute__((target("avx512f"))) void permute_range(const GatherSource& a, const GatherSource& b,
                                                        char* dst, const PermutePlan& plan,
                                                        int64_t begin, int64_t end,
                                                        int64_t inner) {
@@ -130,7 +121,7 @@ __attribute__((target("avx512f"))) void permute_range(const PixelRows& a, const 
 
 // V input registers hold ceil(C / 16) or one more output vectors' worth (two partial rows).
 template <int V>
-void permute_outputs(const PixelRows& a, const PixelRows& b, char* dst, const PermutePlan& plan,
+void permute_outputs(const GatherSource& a, const GatherSource& b, char* dst, const PermutePlan& plan,
                      int64_t begin, int64_t end, int64_t inner) {
   if (b.channels == 0 && a.batch_stride == 0) {
     permute_range<V, V, true>(a, b, dst, plan, begin, end, inner);
@@ -143,14 +134,13 @@ void permute_outputs(const PixelRows& a, const PixelRows& b, char* dst, const Pe
 
 }  // namespace
 
-void permute_pixels(const PixelRows& a, const PixelRows& b, void* dst, const int32_t* perm32,
-                    int64_t begin, int64_t end, int64_t inner) {
-  PermutePlan plan;
-  build_permute_plan(perm32, a.channels, b.channels, plan);
+void permute_pixels(const PermutePlan& plan, const GatherSource& a, const GatherSource& b,
+                    void* dst, int64_t begin, int64_t end, int64_t inner) {
   with_count<kMaxPermuteRegs>(registers_for(a.channels) + registers_for(b.channels), [&](auto v) {
     permute_outputs<decltype(v)::value>(a, b, static_cast<char*>(dst), plan, begin, end, inner);
   });
 }
 
-}  // namespace autoshuffle_ext::cpu
 #endif  // AUTOSHUFFLE_X86_SIMD
+
+}  // namespace autoshuffle_ext::cpu

@@ -1,10 +1,6 @@
-// Tile transposes for channels-last gathers (see pixel_transpose.h). Measured on AMD Zen 4,
-// float32, random perm: one thread into a preallocated output, 32x232x14x14 took 281 us against
-// 582 us for the 16-lane gathers; bench/gather_paths.cpp, one thread, 0.47-0.77x the gathers' time.
-// Standalone, one thread, 6 MB: 4-pixel tiles moved 4.5-5.5 G elements/s, the 8-pixel float32 tiles
-// cat_gather used before (three shuffle levels per transpose and masked tails) 2.0-2.5. Each
-// element is stored twice (table, output): on Zen 4 that keeps the tiles at about 1.6x a copy even
-// in L2.
+// Tile transposes for channels-last gathers (see pixel_transpose.h). Each element is stored twice
+// (table, output), which keeps the tiles above a copy's time even in L2 (figures:
+// bench/RESULTS.md).
 #include "pixel_transpose.h"
 
 #ifdef AUTOSHUFFLE_X86_SIMD
@@ -12,6 +8,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+
+#include "row_cursor.h"
 
 namespace autoshuffle_ext::cpu {
 namespace {
@@ -85,10 +84,7 @@ TileTranspose<E>::TileTranspose(const int32_t* perm32, int64_t c, int64_t channe
     : c_(c), channels_{channels_a, c - channels_a} {
   first_unit_[0] = 0;
   first_unit_[1] = round_up(channels_a, kBlock);
-  const int64_t units = first_unit_[1] + round_up(channels_[1], kBlock);
-  storage_.reset(new char[units * 16 + 32]);  // + 32: room to align to 32 bytes
-  table_ = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(storage_.get()) + 31) &
-                                   ~uintptr_t{31});
+  units_ = first_unit_[1] + round_up(channels_[1], kBlock);
   // Pass 2 puts in register j, lane k, the unit of output channel kBlock * b + P * k + j: the
   // same transpose then yields the block of output row reversed(j). Channels past c read unit 0
   // and are dropped.
@@ -104,11 +100,11 @@ TileTranspose<E>::TileTranspose(const int32_t* perm32, int64_t c, int64_t channe
 
 template <int E>
 __attribute__((target("avx2"))) void TileTranspose<E>::load(const char* const rows[kPixels],
-                                                            int input) {
+                                                            int input, char* table) const {
   // Locals, not members and array entries: the vector stores may alias memory, which would make the
   // compiler reload those after every store.
   const int64_t channels = channels_[input];
-  char* const units = table_ + first_unit_[input] * 16;
+  char* const units = table + first_unit_[input] * 16;
   const char* row[kPixels];
   for (int i = 0; i < kPixels; ++i) row[i] = rows[i];
   int64_t k = 0;
@@ -132,8 +128,8 @@ __attribute__((target("avx2"))) void TileTranspose<E>::load(const char* const ro
 
 template <int E>
 __attribute__((target("avx2"))) void TileTranspose<E>::store(char* const rows[kPixels],
-                                                             bool stream) const {
-  const char* const table = table_;
+                                                             bool stream,
+                                                             const char* table) const {
   const int32_t* const offsets = offset_.data();
   const int64_t c = c_;
   char* row[kPixels];  // row[j]: where register j goes, pixel reversed(j)
@@ -170,12 +166,15 @@ template class TileTranspose<4>;
 namespace {
 
 template <int E>
-void transpose_range(const PixelRows& a, const PixelRows& b, char* dst, const int32_t* perm32,
-                     int64_t begin, int64_t end, int64_t inner, bool stream) {
+void transpose_range(const TileTranspose<E>& tiles, const GatherSource& a, const GatherSource& b,
+                     char* dst, int64_t begin, int64_t end, int64_t inner, bool stream) {
   using Tiles = TileTranspose<E>;
   constexpr int kPixels = Tiles::kPixels;
   const int64_t c = a.channels + b.channels;
-  Tiles tiles(perm32, c, a.channels);
+  // This range's own table, 32-byte aligned.
+  const std::unique_ptr<char[]> storage(new char[tiles.table_bytes() + 32]);
+  char* const table = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(storage.get()) + 31) & ~uintptr_t{31});
   const bool prefetch = (end - begin) * c * E >= Tiles::kPrefetchBytes;
   RowCursor ra(a, E, inner, begin);
   RowCursor rb(b, E, inner, begin);
@@ -194,30 +193,37 @@ void transpose_range(const PixelRows& a, const PixelRows& b, char* dst, const in
         rb.next();
       }
     }
-    // The tile after next, assuming the same image (without it 64x240x16x16, past the L3 cache,
-    // ran about 1.15x slower).
+    // The tile after next, assuming the same image (it pays past the L3 cache).
     if (prefetch) {
       Tiles::prefetch(a_rows, 2 * kPixels * a.pixel_stride * E, a.channels * E);
       Tiles::prefetch(b_rows, 2 * kPixels * b.pixel_stride * E, b.channels * E);
     }
-    tiles.load(a_rows, 0);
-    tiles.load(b_rows, 1);
-    tiles.store(out_rows, stream);
+    tiles.load(a_rows, 0, table);
+    tiles.load(b_rows, 1, table);
+    tiles.store(out_rows, stream, table);
   }
   if (stream) _mm_sfence();  // order the non-temporal stores before whatever reads dst next
 }
 
 }  // namespace
 
-void transpose_pixels(const PixelRows& a, const PixelRows& b, void* dst, const int32_t* perm32,
-                      int64_t begin, int64_t end, int64_t inner, int64_t element_size,
-                      bool stream) {
+TransposePlan::TransposePlan(const int32_t* perm32, int64_t c, int64_t channels_a,
+                             int64_t element_size) {
+  if (element_size == 2) {
+    tiles2_.emplace(perm32, c, channels_a);
+  } else {
+    tiles4_.emplace(perm32, c, channels_a);
+  }
+}
+
+void TransposePlan::run(const GatherSource& a, const GatherSource& b, void* dst, int64_t begin,
+                        int64_t end, int64_t inner, bool stream) const {
   if (begin >= end) return;
   char* d = static_cast<char*>(dst);
-  if (element_size == 2) {
-    transpose_range<2>(a, b, d, perm32, begin, end, inner, stream);
+  if (tiles2_) {
+    transpose_range<2>(*tiles2_, a, b, d, begin, end, inner, stream);
   } else {
-    transpose_range<4>(a, b, d, perm32, begin, end, inner, stream);
+    transpose_range<4>(*tiles4_, a, b, d, begin, end, inner, stream);
   }
 }
 

@@ -1,13 +1,11 @@
-// Channel gathers of contiguous tensors, plane by plane. Two things keep them at copy speed:
+// Channel gathers of contiguous tensors, plane by plane. Two things keep them at copy speed
+// (figures: bench/RESULTS.md, "Figures from the CPU kernels' comments"):
 // - the source planes come in perm's order, which the hardware prefetcher cannot guess: the first
 //   line of the plane about 4 KB ahead is prefetched, and the prefetcher follows from there
-//   (measured: 64x480x8x8 float32, 256-byte planes, 1.3-1.55x clone without, ~1.1x with; whole
-//   planes prefetched cost more than they gave on 784-byte planes);
+//   (whole planes prefetched cost more than they gave);
 // - planes whose size is not a multiple of 64 bytes start mid-line, and a plain memcpy then splits
 //   every vector store across two lines: the AVX-512 copy stores whole aligned lines (masked head
-//   and tail), 1.05-1.2x faster than memcpy on 784-byte planes. AVX2 does the same with two
-//   32-byte stores per line: 0.86-0.95x the time of a memcpy per plane on 256- to 3136-byte
-//   planes (one thread, Zen 4, in cache).
+//   and tail), AVX2 the same with two 32-byte stores per line.
 #include "plane_gather.h"
 
 #include <algorithm>
@@ -52,7 +50,7 @@ __attribute__((target("avx512f,avx512bw"))) void copy_lines(const char* src, cha
 
 // AVX2: the same, each whole line stored as two aligned 32-byte halves, the head and tail (under
 // a line each) by memcpy: a line is never written both by plain and by non-temporal stores (a
-// first version's overlapping unaligned head and tail made the streamed copy 4x slower on Zen 4).
+// first version's overlapping unaligned head and tail made the streamed copy much slower).
 template <bool kStream>
 __attribute__((target("avx2"))) void copy_lines_avx2(const char* src, char* dst, int64_t n) {
   const int64_t head = std::min<int64_t>(n, (64 - reinterpret_cast<uintptr_t>(dst) % 64) % 64);

@@ -18,7 +18,7 @@ void gather_planes(const char* const* first, const int64_t* step, int64_t c, cha
 // Whether a gather writing `bytes` (after reading as many) should stream its output: when input
 // and output together fill more than half the last-level cache, the output evicts the input as it
 // is written and does not stay cached for its reader anyway; streaming skips the read for
-// ownership of every line. Tensors that stay in the cache ran 2-3x slower streamed.
+// ownership of every line. Tensors that stay in the cache ran slower streamed.
 bool stream_output(int64_t bytes);
 
 }  // namespace autoshuffle_ext::cpu

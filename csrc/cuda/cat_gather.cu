@@ -36,19 +36,14 @@ int64_t multiprocessor_count() {
   return sms;
 }
 
-// Where image n's channel j starts, for one input, in units of the kernel's element or vector.
-struct Planes {
-  int64_t batch_stride;
-  int64_t channel_stride;
-};
-
 // Contiguous output [planes, plane] of V vectors: out plane (n, c) = plane perm[c] of image n of
-// cat([a, b], 1). Blocks walk planes along y and the vectors of a plane along x.
+// cat([a, b], 1), the sources' strides (GatherSource, gather_source.h) counted in vectors. Blocks
+// walk planes along y and the vectors of a plane along x.
 template <typename V>
 __global__ void cat_planes_kernel(const V* __restrict__ a, const V* __restrict__ b,
                                   V* __restrict__ dst, const int64_t* __restrict__ perm,
-                                  int64_t ca, Planes pa, Planes pb, int64_t c, int64_t plane,
-                                  int64_t planes) {
+                                  int64_t ca, GatherSource pa, GatherSource pb, int64_t c,
+                                  int64_t plane, int64_t planes) {
   for (int64_t i = blockIdx.y; i < planes; i += gridDim.y) {
     const int64_t n = i / c;
     const int64_t from = perm[i - n * c];
@@ -66,19 +61,15 @@ __global__ void cat_planes_kernel(const V* __restrict__ a, const V* __restrict__
   }
 }
 
-// Where image n's pixel s starts, for one input, in elements (its channels are consecutive).
-struct Rows {
-  int64_t batch_stride;
-  int64_t pixel_stride;
-};
-
-// Channels-last output [pixels, C]: out[p, ch] = cat(a[p], b[p])[perm[ch]]. Consecutive threads
+// Channels-last output [pixels, C]: out[p, ch] = cat(a[p], b[p])[perm[ch]], each source's pixel
+// rows at its batch and pixel strides (GatherSource, in elements). Consecutive threads
 // write consecutive elements (coalesced stores); the loads stay within one pixel's rows. Index is
 // uint32_t where the output allows it, which makes the divisions cheap.
 template <typename T, typename Index>
 __global__ void cat_pixels_kernel(const T* __restrict__ a, const T* __restrict__ b,
                                   T* __restrict__ dst, const int64_t* __restrict__ perm, Index ca,
-                                  Rows ra, Rows rb, Index c, Index inner, Index total) {
+                                  GatherSource ra, GatherSource rb, Index c, Index inner,
+                                  Index total) {
   const Index stride = static_cast<Index>(gridDim.x) * blockDim.x;
   for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += stride) {
@@ -100,12 +91,12 @@ __global__ void cat_pixels_kernel(const T* __restrict__ a, const T* __restrict__
 
 // The widest vector (up to 16 bytes) that divides the plane, both inputs' plane strides and all
 // three base addresses: every plane then starts aligned.
-int64_t vector_bytes(const CatSource& a, const CatSource& b, const void* dst, int64_t plane_bytes,
-                     int64_t element_size) {
+int64_t vector_bytes(const GatherSource& a, const GatherSource& b, const void* dst,
+                     int64_t plane_bytes, int64_t element_size) {
   for (int64_t v : {16, 8, 4, 2}) {
     bool ok = plane_bytes % v == 0 && reinterpret_cast<uintptr_t>(dst) % v == 0;
-    for (const CatSource* s : {&a, &b}) {
-      ok = ok && reinterpret_cast<uintptr_t>(s->tensor.const_data_ptr()) % v == 0 &&
+    for (const GatherSource* s : {&a, &b}) {
+      ok = ok && reinterpret_cast<uintptr_t>(s->data) % v == 0 &&
            (s->batch_stride * element_size) % v == 0 &&
            (s->channel_stride * element_size) % v == 0;
     }
@@ -115,47 +106,46 @@ int64_t vector_bytes(const CatSource& a, const CatSource& b, const void* dst, in
 }
 
 template <size_t Bytes>
-void launch_planes(const CatSource& a, const CatSource& b, void* dst, const int64_t* perm,
+void launch_planes(const GatherSource& a, const GatherSource& b, void* dst, const int64_t* perm,
                    int64_t c, int64_t plane_bytes, int64_t planes, int64_t element_size,
                    cudaStream_t stream) {
   const int64_t plane = plane_bytes / Bytes;
   // Strides in vectors: vector_bytes made them whole.
-  const auto in_vectors = [&](const CatSource& s) {
-    return Planes{s.batch_stride * element_size / static_cast<int64_t>(Bytes),
-                  s.channel_stride * element_size / static_cast<int64_t>(Bytes)};
+  const auto in_vectors = [&](const GatherSource& s) {
+    GatherSource v = s;
+    v.batch_stride = s.batch_stride * element_size / static_cast<int64_t>(Bytes);
+    v.channel_stride = s.channel_stride * element_size / static_cast<int64_t>(Bytes);
+    return v;
   };
   const dim3 grid(capped_blocks((plane + kThreads - 1) / kThreads, 64),
                   capped_blocks(planes, 65535));
   cat_planes_kernel<<<grid, kThreads, 0, stream>>>(
-      static_cast<const Element<Bytes>*>(a.tensor.const_data_ptr()),
-      static_cast<const Element<Bytes>*>(b.tensor.const_data_ptr()),
+      static_cast<const Element<Bytes>*>(a.data), static_cast<const Element<Bytes>*>(b.data),
       static_cast<Element<Bytes>*>(dst), perm, a.channels, in_vectors(a), in_vectors(b), c,
       plane, planes);
 }
 
 template <size_t Bytes>
-void launch_pixels(const CatSource& a, const CatSource& b, void* dst, const int64_t* perm,
+void launch_pixels(const GatherSource& a, const GatherSource& b, void* dst, const int64_t* perm,
                    int64_t c, int64_t inner, int64_t pixels, cudaStream_t stream) {
   const int64_t total = pixels * c;
   const int64_t sms = multiprocessor_count();
   const unsigned int blocks = capped_blocks((total + kThreads - 1) / kThreads, sms * 32);
-  const auto* pa = static_cast<const Element<Bytes>*>(a.tensor.const_data_ptr());
-  const auto* pb = static_cast<const Element<Bytes>*>(b.tensor.const_data_ptr());
+  const auto* pa = static_cast<const Element<Bytes>*>(a.data);
+  const auto* pb = static_cast<const Element<Bytes>*>(b.data);
   auto* d = static_cast<Element<Bytes>*>(dst);
-  const Rows ra{a.batch_stride, a.pixel_stride};
-  const Rows rb{b.batch_stride, b.pixel_stride};
   if (total <= std::numeric_limits<uint32_t>::max() - static_cast<int64_t>(blocks) * kThreads) {
     cat_pixels_kernel<<<blocks, kThreads, 0, stream>>>(
-        pa, pb, d, perm, static_cast<uint32_t>(a.channels), ra, rb, static_cast<uint32_t>(c),
+        pa, pb, d, perm, static_cast<uint32_t>(a.channels), a, b, static_cast<uint32_t>(c),
         static_cast<uint32_t>(inner), static_cast<uint32_t>(total));
   } else {
-    cat_pixels_kernel<<<blocks, kThreads, 0, stream>>>(pa, pb, d, perm, a.channels, ra, rb, c,
+    cat_pixels_kernel<<<blocks, kThreads, 0, stream>>>(pa, pb, d, perm, a.channels, a, b, c,
                                                        inner, total);
   }
 }
 
 // The CUDA kernel (a CatGatherInto), launched on the current stream of the output's device.
-void cat_gather_into(const CatSource& a, const CatSource& b, const CatLayout& layout,
+void cat_gather_into(const GatherSource& a, const GatherSource& b, const GatherLayout& layout,
                      const at::Tensor& perm, at::Tensor& out) {
   if (out.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());

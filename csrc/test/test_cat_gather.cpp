@@ -75,6 +75,59 @@ void test_values() {
   }
 }
 
+// F.channel_shuffle's 2-group perm of ca + cb channels with its entries at `moved` random
+// positions rotated by one (moved != 1).
+at::Tensor near_zip_perm(int64_t c, int64_t moved) {
+  at::Tensor perm = at::arange(c, at::kLong).view({2, c / 2}).t().reshape({c});
+  if (moved < 2) return perm;
+  const at::Tensor at_ = at::randperm(c, at::kLong).slice(0, 0, moved);
+  perm.index_put_({at_}, perm.index({at_.roll(1)}));
+  return perm;
+}
+
+// Every path forced through the op, on both layouts, element sizes 1 to 16, random and near-zip
+// perms, inputs read in place (a channel slice) or copied: a path this CPU has runs exactly where
+// it applies and raises elsewhere, and every one runs somewhere.
+void test_forced_paths() {
+  const auto op = cat_gather_op();
+  const auto cl = at::MemoryFormat::ChannelsLast;
+  for (autoshuffle_ext::cpu::GatherPath path : autoshuffle_ext::cpu::kGatherPaths) {
+    const std::string name = autoshuffle_ext::cpu::path_name(path);
+    if (!autoshuffle_ext::test::path_on_this_cpu(name)) continue;
+    const autoshuffle_ext::test::ForcePath force(name);
+    int ran = 0;
+    for (at::ScalarType dtype :
+         {at::kByte, at::kBFloat16, at::kFloat, at::kDouble, at::kComplexDouble}) {
+      for (auto [ca, cb] : std::vector<std::pair<int64_t, int64_t>>{
+               {58, 58}, {8, 8}, {116, 116}, {3, 17}, {64, 64}}) {
+        for (int64_t moved : {int64_t{0}, int64_t{3}, int64_t{-1}}) {  // -1: a random perm
+          if (moved >= 0 && ca != cb) continue;
+          const at::Tensor perm =
+              moved < 0 ? at::randperm(ca + cb, at::kLong) : near_zip_perm(ca + cb, moved);
+          const at::Tensor wide = random_tensor({2, 2 * ca, 3, 5}, dtype);
+          const at::Tensor b = random_tensor({2, cb, 3, 5}, dtype);
+          const std::vector<std::pair<at::Tensor, at::Tensor>> inputs = {
+              {wide.narrow(1, ca, ca), b},
+              {wide.contiguous(cl).narrow(1, ca, ca), b.contiguous(cl)},
+              {wide.narrow(1, 0, ca).contiguous(cl), b.contiguous(cl)}};
+          for (const auto& [a_in, b_in] : inputs) {
+            const std::string what = name + ": " + describe(a_in) + " + " + describe(b_in);
+            try {
+              const at::Tensor y = op.call(a_in, b_in, perm);
+              expect(at::equal(y, at::cat({a_in, b_in}, 1).index_select(1, perm)), what);
+              ++ran;
+            } catch (const c10::ValueError& e) {
+              expect(std::string(e.what()).find("forced gather path") != std::string::npos,
+                     what + ": " + e.what());
+            }
+          }
+        }
+      }
+    }
+    expect(ran > 0, name + " never ran");
+  }
+}
+
 void test_empty() {
   const auto op = cat_gather_op();
   for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
@@ -142,6 +195,7 @@ using autoshuffle_ext::test::failures;
 int main() {
   at::manual_seed(0);
   test_values();
+  test_forced_paths();
   test_empty();
   test_errors();
   test_autograd();

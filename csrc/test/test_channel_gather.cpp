@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "cpu/pixel_gather.h"
-#include "cpu/pixel_shuffle.h"
+#include "cpu/gather_plan.h"
+#include "cpu/near_shuffle.h"
+#include "cpu/pixel_transpose.h"
 #include "cpu/plane_gather.h"
 #include "expect.h"
 
@@ -139,35 +140,67 @@ void test_plane_copies() {
   }
 }
 
-// The channels-last paths of every ISA this CPU has, with hardware gathers and with tile
-// transposes whatever the CPU would pick: channel counts around the transposes' 8-channel blocks
-// and the registers' 128, pixel counts around their 4-pixel tiles, split in two ranges.
-void test_pixel_paths() {
-  using autoshuffle_ext::cpu::Isa;
-  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
-    if (!autoshuffle_ext::cpu::isa_supported(isa)) continue;
-    for (auto [gathers, stream] : {std::pair{false, false}, {false, true}, {true, false}}) {
-      for (int64_t c : {1, 5, 8, 13, 16, 17, 129, 136, 232, 237, 480}) {
+// Every pixel-row path forced through the op, on [pixels, C] rows of 4- and 2-byte elements:
+// channel counts around the transposes' 8-channel blocks and the registers' 128, pixel counts
+// around the tiles. A path this CPU has runs exactly where it applies and raises elsewhere; every
+// one this CPU has runs somewhere.
+void test_forced_pixel_paths() {
+  using autoshuffle_ext::cpu::GatherPath;
+  const auto op = gather_op();
+  for (GatherPath path : {GatherPath::kPixels, GatherPath::kPixelsGatherAvx2,
+                          GatherPath::kPixelsGatherAvx512, GatherPath::kPixelsTransposeAvx2,
+                          GatherPath::kPixelsPermuteAvx512}) {
+    const std::string name = autoshuffle_ext::cpu::path_name(path);
+    if (!autoshuffle_ext::test::path_on_this_cpu(name)) continue;
+    const autoshuffle_ext::test::ForcePath force(name);
+    int ran = 0;
+    for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kDouble, at::kByte}) {
+      for (int64_t c : {1, 5, 8, 13, 16, 17, 116, 129, 136, 232, 237, 480}) {
         for (int64_t pixels : {1, 3, 4, 9, 17}) {
-          const at::Tensor x = at::randn({pixels, c});
+          const at::Tensor x = random_tensor({pixels, c}, dtype);
           const at::Tensor perm = at::randperm(c, at::kLong);
-          const at::Tensor perm32 = perm.to(at::kInt);
-          at::Tensor out = at::zeros_like(x);
-          const int64_t split = pixels / 2;
-          for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, pixels}}) {
-            autoshuffle_ext::cpu::gather_pixels(
-                x.const_data_ptr(), out.mutable_data_ptr(), perm.const_data_ptr<int64_t>(),
-                perm32.const_data_ptr<int32_t>(), begin, end, pixels - 1, c, 4, isa, gathers,
-                stream);
+          const std::string what = name + ": " + describe(x);
+          try {
+            const at::Tensor y = op.call(x, perm);
+            expect(at::equal(y, x.index_select(1, perm)), what);
+            ++ran;
+          } catch (const c10::ValueError& e) {
+            expect(std::string(e.what()).find("forced gather path") != std::string::npos,
+                   what + ": " + e.what());
           }
-          expect(at::equal(out, x.index_select(1, perm)),
-                 "pixel gather (isa " + std::to_string(static_cast<int>(isa)) +
-                     (gathers ? ", gathers" : stream ? ", transposes, streamed" : ", transposes") + "): " + std::to_string(pixels) +
-                     " pixels of " + std::to_string(c) + " channels");
         }
       }
     }
+    expect(ran > 0, name + " never ran");
   }
+}
+
+// The tile transposes with streamed stores on arrays small enough to stay in the cache (the op
+// streams only outputs past it), split in two ranges.
+void test_streamed_transposes() {
+#ifdef AUTOSHUFFLE_X86_SIMD
+  using autoshuffle_ext::GatherSource;
+  if (!autoshuffle_ext::cpu::isa_supported(autoshuffle_ext::cpu::Isa::kAvx2)) return;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t c : {8, 16, 232, 240}) {
+      for (int64_t pixels : {1, 4, 9, 17}) {
+        const at::Tensor x = at::randn({pixels, c}).to(dtype);
+        const at::Tensor perm32 = at::randperm(c, at::kLong).to(at::kInt);
+        const autoshuffle_ext::cpu::TransposePlan tiles(perm32.const_data_ptr<int32_t>(), c, c,
+                                                        x.element_size());
+        const GatherSource rows{x.const_data_ptr(), c, 0, 1, c};
+        const GatherSource none{x.const_data_ptr(), 0, 0, 1, c};
+        at::Tensor out = at::zeros_like(x);
+        for (auto [begin, end] :
+             {std::pair<int64_t, int64_t>{0, pixels / 2}, {pixels / 2, pixels}}) {
+          tiles.run(rows, none, out.mutable_data_ptr(), begin, end, pixels, true);
+        }
+        expect(at::equal(out, x.index_select(1, perm32.to(at::kLong))),
+               "streamed transposes: " + describe(x));
+      }
+    }
+  }
+#endif
 }
 
 // F.channel_shuffle's perm of c channels in `groups` groups with its entries at `moved` distinct
@@ -180,16 +213,20 @@ at::Tensor near_shuffle_perm(int64_t c, int64_t groups, int64_t moved) {
   return perm;
 }
 
-// The near-shuffle path, 2- and 4-byte elements: every group count it takes, channel counts
-// around its vectors (16 and 32 lanes) and their phases, 0 to c / 8 moved channels, split in two
-// ranges that end at the array's last pixel; and the perms it must decline.
+// The near-shuffle paths, 2- and 4-byte elements (AVX-512; the AVX2 zip: 4-byte, 2 groups): every
+// group count they take, channel counts around the vectors (16 and 32 lanes) and their phases, 0
+// to c / 8 moved channels, split in two ranges that end at the array's last pixel; and the perms
+// they must decline.
 void test_near_shuffle() {
 #ifdef AUTOSHUFFLE_X86_SIMD
+  using autoshuffle_ext::GatherSource;
+  using autoshuffle_ext::cpu::Isa;
   using autoshuffle_ext::cpu::NearShuffle;
-  if (!autoshuffle_ext::cpu::isa_supported(autoshuffle_ext::cpu::Isa::kAvx512)) return;
+  const bool avx512 = autoshuffle_ext::cpu::isa_supported(Isa::kAvx512);
+  if (!autoshuffle_ext::cpu::isa_supported(Isa::kAvx2)) return;
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     const int64_t e = dtype == at::kFloat ? 4 : 2;
-    for (int64_t groups = 1; groups <= NearShuffle::kMaxShuffleGroups; ++groups) {
+    for (int64_t groups = 1; groups <= NearShuffle::kMaxGroups; ++groups) {
       for (int64_t c : {1, 2, 3, 6, 8, 15, 16, 24, 35, 40, 48, 56, 116, 120, 232, 240, 480}) {
         if (c % groups) continue;
         for (int64_t moved : {int64_t{0}, int64_t{2}, int64_t{3}, c / 8}) {
@@ -202,34 +239,51 @@ void test_near_shuffle() {
                                      std::to_string(groups) + " groups of " + std::to_string(c) +
                                      " channels, " + std::to_string(moved) + " moved, " +
                                      std::to_string(pixels) + " pixels";
-            const auto shuffle = NearShuffle::find(perm32.const_data_ptr<int32_t>(), c, e);
+            const int32_t* p32 = perm32.const_data_ptr<int32_t>();
+            const auto shuffle = NearShuffle::find(p32, c, 0, e, 1, NearShuffle::kMaxGroups);
             expect(shuffle.has_value(), what + ": not found");
             if (!shuffle) continue;
             expect(static_cast<int64_t>(shuffle->patches().size()) <= moved,
                    what + ": more patches than moved channels");
-            at::Tensor out = at::zeros_like(x);
-            for (auto [begin, end] :
-                 {std::pair<int64_t, int64_t>{0, pixels / 2}, {pixels / 2, pixels}}) {
-              shuffle->run(x.const_data_ptr(), out.mutable_data_ptr(), begin, end);
+            const GatherSource rows{x.const_data_ptr(), c, 0, 1, c};
+            const GatherSource none{x.const_data_ptr(), 0, 0, 1, c};
+            const auto zip = NearShuffle::find(p32, c, 0, e, 2, 2);
+            for (bool avx2 : {false, true}) {
+              if (avx2 ? !(zip && e == 4) : !avx512) continue;
+              at::Tensor out = at::zeros_like(x);
+              for (auto [begin, end] :
+                   {std::pair<int64_t, int64_t>{0, pixels / 2}, {pixels / 2, pixels}}) {
+                if (avx2) {
+                  zip->run_avx2(rows, none, out.mutable_data_ptr(), begin, end, pixels);
+                } else {
+                  shuffle->run_avx512(rows, none, out.mutable_data_ptr(), begin, end, pixels);
+                }
+              }
+              expect(at::equal(out, x.index_select(1, perm)), what + (avx2 ? ", AVX2" : ""));
             }
-            expect(at::equal(out, x.index_select(1, perm)), what);
           }
         }
       }
     }
   }
   const at::Tensor random = at::randperm(240, at::kInt);
-  expect(!NearShuffle::find(random.const_data_ptr<int32_t>(), 240, 4),
+  expect(!NearShuffle::find(random.const_data_ptr<int32_t>(), 240, 0, 4, 1, 8),
          "near shuffle: a random perm of 240 taken");
   const at::Tensor far = near_shuffle_perm(240, 3, 31).to(at::kInt);
-  expect(!NearShuffle::find(far.const_data_ptr<int32_t>(), 240, 4),
+  expect(!NearShuffle::find(far.const_data_ptr<int32_t>(), 240, 0, 4, 1, 8),
          "near shuffle: 31 of 240 channels moved (over 1 / 8) taken");
   const at::Tensor shuffle = near_shuffle_perm(240, 3, 0).to(at::kInt);
-  expect(!NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 8),
-         "near shuffle: 8-byte elements taken");
-  const auto found = NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 4);
+  const auto found = NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 0, 4, 1, 8);
   expect(found && found->groups() == 3 && found->patches().empty(),
          "near shuffle: the 3-group shuffle of 240 not found as such");
+  expect(!NearShuffle::find(shuffle.const_data_ptr<int32_t>(), 240, 0, 4, 2, 2),
+         "near shuffle: the 3-group shuffle of 240 taken as a 2-group one");
+  // cat_gather's 2-group shuffle of 58 + 58 channels; its groups straddle 50 + 66.
+  const at::Tensor zip = near_shuffle_perm(116, 2, 0).to(at::kInt);
+  expect(NearShuffle::find(zip.const_data_ptr<int32_t>(), 58, 58, 4, 2, 2).has_value(),
+         "near shuffle: 58 + 58 zip not found");
+  expect(!NearShuffle::find(zip.const_data_ptr<int32_t>(), 50, 66, 4, 2, 2),
+         "near shuffle: groups straddling a and b taken");
 #endif
 }
 
@@ -310,7 +364,8 @@ int main() {
   test_values();
   test_register_boundaries();
   test_plane_copies();
-  test_pixel_paths();
+  test_forced_pixel_paths();
+  test_streamed_transposes();
   test_near_shuffle();
   test_path_choice_is_stable();
   test_empty_keeps_format();
