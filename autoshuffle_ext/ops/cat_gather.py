@@ -18,11 +18,12 @@ from .channel_gather import (
     _batch_first,
     _gather_per_sample,
     _holds_values,
+    _require_compiled_cpu,
     check_permutation,
     gather_memory_format,
 )
 
-__all__ = ["cat_gather", "cat_gather_memory_format"]
+__all__ = ["cat_gather", "cat_gather_memory_format", "cat_gather_path"]
 
 
 def cat_gather_memory_format(a: torch.Tensor, b: torch.Tensor) -> torch.memory_format:
@@ -180,3 +181,16 @@ def cat_gather(
     if validate and not torch.compiler.is_compiling():
         check_permutation(perm, perm.shape[0])
     return _op.default(a, b, perm)
+
+
+def cat_gather_path(a: torch.Tensor, b: torch.Tensor, perm: torch.Tensor) -> str:
+    """The CPU path `cat_gather(a, b, perm)` takes now: one of `gather_path_names()` (the same
+    planner as `channel_gather`'s), or "none" for an empty output. For tests and bug reports.
+
+    Raises:
+        RuntimeError: the compiled library is not loaded.
+        ValueError: a, b or perm is not on the CPU; the op's own errors for bad inputs; a forced
+            path (`force_gather_path`, AUTOSHUFFLE_GATHER_PATH) that does not apply to them.
+    """
+    _require_compiled_cpu("cat_gather_path", a, b, perm)
+    return torch.ops.autoshuffle_ext.cat_gather_path(a.detach(), b.detach(), perm)

@@ -11,6 +11,9 @@ entry point, and, when the compiled library is missing, an ATen fallback of the 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch._C._functorch import is_batchedtensor
 from torch._prims_common import (
@@ -26,7 +29,10 @@ __all__ = [
     "channel_gather",
     "check_permutation",
     "fixed_shuffle_perm",
+    "force_gather_path",
     "gather_memory_format",
+    "gather_path",
+    "gather_path_names",
     "inverse_permutation",
     "is_permutation",
 ]
@@ -336,3 +342,70 @@ def fixed_shuffle_perm(
         .t()
         .reshape(-1)
     )
+
+
+# The CPU kernels' paths (csrc/cpu/gather_plan.h): which one a call takes, and forcing one.
+
+
+def _require_compiled_cpu(what: str, *tensors: torch.Tensor) -> None:
+    if not extension_available():
+        raise RuntimeError(f"{what}: needs the compiled library (autoshuffle_ext._C), not loaded")
+    for t in tensors:
+        if t.device.type != "cpu":
+            raise ValueError(f"{what}: the paths are the CPU kernels', got a tensor on {t.device}")
+
+
+def gather_path_names() -> list[str]:
+    """The names of the CPU gather paths, shared by `channel_gather` and `cat_gather`.
+
+    Plane copies of contiguous outputs with more than one element per channel (`planes`,
+    `planes_avx2`, `planes_avx512`); pixel-row gathers of channels-last and [N, C] outputs: a
+    scalar loop (`pixels`), hardware gathers (`pixels_gather_avx2`, `pixels_gather_avx512`), tile
+    transposes (`pixels_transpose_avx2`), a pixel permuted in registers (`pixels_permute_avx512`),
+    and a perm at or near a channel shuffle as the shuffle plus a patch (`near_shuffle_avx2`,
+    `near_shuffle_avx512`). What each needs: the README, "CPU gather paths".
+
+    Raises:
+        RuntimeError: the compiled library is not loaded.
+    """
+    _require_compiled_cpu("gather_path_names")
+    return list(torch.ops.autoshuffle_ext._gather_path_names())
+
+
+def gather_path(x: torch.Tensor, perm: torch.Tensor) -> str:
+    """The CPU path `channel_gather(x, perm)` takes now: one of `gather_path_names()`, or "none"
+    for an empty x. For tests and bug reports.
+
+    It follows the same planner as the op, so a forced path (`force_gather_path`,
+    AUTOSHUFFLE_GATHER_PATH) shows, and one that does not apply raises here as there.
+
+    Raises:
+        RuntimeError: the compiled library is not loaded.
+        ValueError: x is not on the CPU; the op's own errors for bad x or perm; a forced path
+            that does not apply to this input.
+    """
+    _require_compiled_cpu("gather_path", x, perm)
+    return torch.ops.autoshuffle_ext.channel_gather_path(x.detach(), perm)
+
+
+@contextlib.contextmanager
+def force_gather_path(path: str | None) -> Iterator[None]:
+    """Forces the CPU gathers (`channel_gather` and `cat_gather`) onto `path` inside the block.
+
+    `path` is a name of `gather_path_names()`, or several separated by commas (each gather runs
+    the first that applies to its input), or "auto" (the automatic choice, whatever
+    AUTOSHUFFLE_GATHER_PATH says), or None (back to AUTOSHUFFLE_GATHER_PATH, which forces the same
+    way for a whole process). A gather whose input no forced path applies to raises ValueError
+    naming each path and why, never falls back. Process-wide (every thread), not thread-safe
+    against another `force_gather_path`; nested blocks restore the outer setting.
+
+    Raises:
+        RuntimeError: the compiled library is not loaded.
+        ValueError: an unknown path name.
+    """
+    _require_compiled_cpu("force_gather_path")
+    previous = torch.ops.autoshuffle_ext._force_gather_path(path)
+    try:
+        yield
+    finally:
+        torch.ops.autoshuffle_ext._force_gather_path(previous)
