@@ -1,5 +1,6 @@
 """autoshuffle_ext: learned channel permutations (AutoShuffleNet) for PyTorch."""
 
+from . import lipschitz as lipschitz
 from . import models
 from ._extension import extension_available
 from .doubly_stochastic import (
