@@ -88,6 +88,6 @@ __version__ = "0.1.0"
 
 # Trainable linear-spline activations (issue 23).
 from . import splines
-from .splines import LinearSpline, SparseLinearSpline, spline_activation
+from .splines import LinearSpline, SparseLinearSpline, SplineConfig, spline_activation
 
-__all__ += ["LinearSpline", "SparseLinearSpline", "spline_activation", "splines"]
+__all__ += ["LinearSpline", "SparseLinearSpline", "SplineConfig", "spline_activation", "splines"]

@@ -20,7 +20,7 @@ from ..modules import Foldable, make_shuffle
 from .complexity import input_resolution
 from .fold_v1 import fold_unit_permutations_
 from .stem import check_model_args, make_stem
-from .structures import groups_config, shuffle_config, with_structures
+from .structures import activation_config, groups_config, shuffle_config, with_structures
 
 __all__ = [
     "POINTWISE_KINDS",
@@ -172,6 +172,8 @@ def shufflenet_v1(
     pointwise_options: dict | None = None,
     budget: float | None = None,
     budget_weight: float | None = None,
+    activation: str = "relu",
+    activation_options: dict | None = None,
 ) -> ShuffleNetV1:
     """ShuffleNet v1 with `groups` in {1, 2, 3, 4, 8} ("ShuffleNet s x" for width_mult = s).
 
@@ -194,6 +196,10 @@ def shufflenet_v1(
             the fixed model's groups, so its `group_budget.cost_fraction()` at the start is the
             fixed model's cost: the budget that matches it.
         budget_weight: lambda of that budget term (default `DGConv2d`'s).
+        activation: "relu" (the paper's) or "spline": every ReLU module (the stem's and each
+            unit's first) a trainable per-channel linear spline started as the ReLU
+            (`SplineConfig`; the unit's last ReLU is `F.relu` in code and stays).
+        activation_options: `SplineConfig` fields with "spline" (penalty_weight, lipschitz...).
 
     Raises:
         ValueError: unsupported groups, width_mult, stem, shuffle, pointwise or num_classes, or
@@ -204,6 +210,8 @@ def shufflenet_v1(
         raise ValueError(f"pointwise must be one of {POINTWISE_KINDS}, got {pointwise!r}")
     shuffles, generator = shuffle_config(shuffle, shuffle_options)
     groups_learned = groups_config(pointwise, pointwise_options, budget, budget_weight)
+    splines = activation_config(activation, activation_options)
     stem_channels, stage_channels = v1_channels(groups, width_mult)
     model = ShuffleNetV1(groups, stem_channels, stage_channels, num_classes, stem)
-    return with_structures(model, [shuffles, groups_learned], input_resolution(stem), generator)
+    configs = [shuffles, groups_learned, splines]
+    return with_structures(model, configs, input_resolution(stem), generator)

@@ -16,7 +16,7 @@ from torch import nn
 from ..modules import cat_shuffle, make_shuffle
 from .complexity import input_resolution
 from .stem import check_model_args, make_stem
-from .structures import shuffle_config, with_structures
+from .structures import activation_config, shuffle_config, with_structures
 
 # One node when torch.fx traces a unit (convert_shuffles then sees the concat and shuffle whole).
 torch.fx.wrap("cat_shuffle")
@@ -124,6 +124,8 @@ def shufflenet_v2(
     stem: str = "imagenet",
     shuffle: str = "fixed",
     shuffle_options: dict | None = None,
+    activation: str = "relu",
+    activation_options: dict | None = None,
 ) -> ShuffleNetV2:
     """ShuffleNet v2 at `width_mult` in {0.5, 1.0, 1.5, 2.0}.
 
@@ -135,6 +137,9 @@ def shufflenet_v2(
             relaxation) or "none", for the shuffle after every unit's concat.
         shuffle_options: `ShuffleConfig` fields (penalty_weight, init, blend...) and a
             `generator` for the random draws.
+        activation: "relu" or "spline": every ReLU module a trainable per-channel linear
+            spline started as the ReLU (`SplineConfig`).
+        activation_options: `SplineConfig` fields with "spline".
 
     Raises:
         ValueError: unsupported width_mult, stem, shuffle or num_classes.
@@ -147,5 +152,6 @@ def shufflenet_v2(
             f"got {width_mult}"
         )
     shuffles, generator = shuffle_config(shuffle, shuffle_options)
+    splines = activation_config(activation, activation_options)
     model = ShuffleNetV2(channels, num_classes, stem)
-    return with_structures(model, [shuffles], input_resolution(stem), generator)
+    return with_structures(model, [shuffles, splines], input_resolution(stem), generator)

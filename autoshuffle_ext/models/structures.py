@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..modules import GroupsConfig, ShuffleConfig, StructureConfig, convert
+from ..splines import ACTIVATION_KINDS, SplineConfig
 
-__all__ = ["groups_config", "shuffle_config", "with_structures"]
+__all__ = ["activation_config", "groups_config", "shuffle_config", "with_structures"]
 
 # The constructors' pointwise_options keys, as GroupsConfig fields.
 _POINTWISE_OPTIONS = {
@@ -66,6 +67,22 @@ def groups_config(
     if budget_weight is not None:
         fields["budget_weight"] = budget_weight
     return GroupsConfig(kind="learned", **fields)
+
+
+def activation_config(activation: str, options: dict | None) -> SplineConfig | None:
+    """The config of `activation="spline"` with its options (`SplineConfig` fields); None for
+    "relu" (the plain model's).
+
+    Raises:
+        ValueError: an unknown activation; TypeError: an option that is not a field.
+    """
+    if activation not in ACTIVATION_KINDS:
+        raise ValueError(f"activation must be one of {ACTIVATION_KINDS}, got {activation!r}")
+    if activation == "relu":
+        if options:
+            raise ValueError(f"activation_options need activation='spline', got {options}")
+        return None
+    return SplineConfig(**(options or {}))
 
 
 def with_structures(

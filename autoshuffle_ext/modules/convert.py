@@ -120,7 +120,8 @@ def _convert_modules(
             first = calls.first[key][0]
             input_shape = tuple(first[0].shape) if first and hasattr(first[0], "shape") else None
             output_shape = calls.output.get(key)
-        site = ModuleSite(name, input_shape, output_shape)
+        count = None if calls is None else calls.count.get(key, 0)
+        site = ModuleSite(name, input_shape, output_shape, count)
         for config in configs:
             if not config.matches(module, site) or not accept(module, name):
                 continue

@@ -32,11 +32,14 @@ __all__ = [
 @dataclass(frozen=True)
 class ModuleSite:
     """What the pass knows about a module it may replace: its name, and, when the pass ran the
-    model on an example input, the module's first call's input and output shapes."""
+    model on an example input, the module's first call's input and output shapes and how many
+    times it was called (a module called at several places, e.g. one `nn.ReLU` reused, may need
+    one structure per call)."""
 
     name: str
     input_shape: tuple[int, ...] | None = None
     output_shape: tuple[int, ...] | None = None
+    calls: int | None = None
 
 
 class StructureConfig:
