@@ -125,9 +125,9 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     calls = {"n": 0}
     real = loop.task_loss
 
-    def diverging(logits, labels, smoothing):
+    def diverging(logits, labels, smoothing, margin=None):
         calls["n"] += 1
-        loss = real(logits, labels, smoothing)
+        loss = real(logits, labels, smoothing, margin)
         return loss * float("nan") if calls["n"] > 4 else loss  # in epoch 2 (3 steps each)
 
     monkeypatch.setattr(loop, "task_loss", diverging)

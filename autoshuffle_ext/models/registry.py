@@ -9,13 +9,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..lipschitz import lipconvnet_large, lipconvnet_small
 from ..modules import StructureConfig
 from .complexity import input_resolution
 from .shufflenet_v1 import V1_STAGE2_CHANNELS, shufflenet_v1
 from .shufflenet_v2 import V2_STAGE_CHANNELS, shufflenet_v2
 from .structures import with_structures
 
-__all__ = ["MODEL_NAMES", "build_model", "model_name", "parse_model_name"]
+__all__ = [
+    "LIPSCHITZ_MODELS",
+    "MODEL_NAMES",
+    "build_model",
+    "check_model_name",
+    "model_name",
+    "parse_model_name",
+]
 
 _PATTERN = re.compile(
     r"shufflenet_(?P<version>v1|v2)(?:_g(?P<groups>\d+))?(?:_x(?P<width>\d+_\d+))?"
@@ -36,6 +44,16 @@ MODEL_NAMES: tuple[str, ...] = tuple(
     + [model_name("v1", 0.5, g) for g in V1_STAGE2_CHANNELS]
     + [model_name("v2", w) for w in V2_STAGE_CHANNELS]
 )
+
+
+# The Lipschitz networks of Li et al. (1-Lipschitz by construction; CIFAR-sized inputs).
+LIPSCHITZ_MODELS = {"lipconvnet_small": lipconvnet_small, "lipconvnet_large": lipconvnet_large}
+
+
+def check_model_name(name: str) -> None:
+    """Raises ValueError (see `parse_model_name`) unless `name` names a model of the package."""
+    if name not in LIPSCHITZ_MODELS:
+        parse_model_name(name)
 
 
 def parse_model_name(name: str) -> tuple[str, float, int | None]:
@@ -70,18 +88,24 @@ def build_model(
     stem: str = "imagenet",
     structures: Sequence[StructureConfig] = (),
     generator: torch.Generator | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
     """The model called `name` (see `parse_model_name`), built plain (fixed shuffle, fixed
     groups), with the given head and stem, then converted by `structures` (the one pass,
     `asx.convert`; see `with_structures`); `generator` draws what the structures draw at
-    random.
+    random. The LipConvNets (`LIPSCHITZ_MODELS`) take `image_size` (default: the stem's
+    resolution), a multiple of 4; the stem does not apply to them.
 
     Raises:
         ValueError: unknown name, or arguments the model rejects.
     """
+    side = image_size or input_resolution(stem)
+    if name in LIPSCHITZ_MODELS:
+        model = LIPSCHITZ_MODELS[name](num_classes, input_size=(side, side))
+        return with_structures(model, list(structures), side, generator)
     version, width_mult, groups = parse_model_name(name)
     if version == "v1":
         model = shufflenet_v1(groups, width_mult, num_classes, stem)
     else:
         model = shufflenet_v2(width_mult, num_classes, stem)
-    return with_structures(model, list(structures), input_resolution(stem), generator)
+    return with_structures(model, list(structures), side, generator)

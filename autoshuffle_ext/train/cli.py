@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from ..models import MODEL_NAMES
+from ..models import LIPSCHITZ_MODELS, MODEL_NAMES
 from ..modules import STRUCTURE_CONFIGS, StructureConfig
-from .config import MAX_SEED, TrainConfig
+from .config import LOSSES, MAX_SEED, TrainConfig
 from .data import DATASETS, load_dataset
 from .distributed import init_distributed
 from .errors import ConfigError, TrainingError
@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--model",
         default=d.model,
-        help="shufflenet_v1_g<groups>[_x<w>_<w>] or shufflenet_v2_x<w>_<w>, e.g. "
-        + ", ".join(MODEL_NAMES[:3] + MODEL_NAMES[-4:-2]),
+        help="shufflenet_v1_g<groups>[_x<w>_<w>], shufflenet_v2_x<w>_<w> or a Lipschitz network, "
+        "e.g. " + ", ".join(MODEL_NAMES[:3] + MODEL_NAMES[-4:-2] + tuple(LIPSCHITZ_MODELS)),
     )
     what.add_argument(
         "--compare",
@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optim.add_argument(
         "--label-smoothing", type=float, default=d.label_smoothing, help="label smoothing"
+    )
+    optim.add_argument(
+        "--loss",
+        default=d.loss,
+        choices=LOSSES,
+        help="cross_entropy, or hinge: the multi-class hinge loss with margin sqrt(2) * "
+        "--certify, which trains a Lipschitz network (--model lipconvnet_small) for certified "
+        "robustness",
+    )
+    optim.add_argument(
+        "--certify",
+        type=float,
+        default=None,
+        help="l2 radius EPS: each epoch also reports the validation accuracy certified at EPS "
+        "(top logit beats every other by more than sqrt(2) L EPS, L the model's Lipschitz bound; "
+        "e.g. 0.1412 = 36/255) (default: off)",
     )
 
     penalties = p.add_argument_group("penalty schedule (every learned structure)")
@@ -328,7 +344,7 @@ def _config(args: argparse.Namespace, variant: str | None, seed: int | None) -> 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
     """Runs the parsed command; raises TrainingError for the user's problems."""
-    from ..models import parse_model_name
+    from ..models import check_model_name
     from .compare import write_comparison
 
     kinds = _variants(parser or build_parser(), args)
@@ -336,7 +352,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None)
     # Every variant's config, checked before anything runs or is written.
     configs = {kind: _config(args, kind, None) for kind in kinds}
     try:
-        parse_model_name(args.model)
+        check_model_name(args.model)
     except ValueError as error:
         raise ConfigError(f"--model: {error}") from None
     if args.dataset == "digits" and args.data_dir is not None:

@@ -11,7 +11,10 @@ from ..modules import StructureConfig, default_structures
 from .errors import ConfigError
 from .schedules import PENALTY_SCHEDULES
 
-__all__ = ["RUNTIME_FIELDS", "TrainConfig"]
+__all__ = ["LOSSES", "RUNTIME_FIELDS", "TrainConfig"]
+
+# cross_entropy; hinge: the multi-class hinge loss with margin sqrt(2) * --certify (Li et al.).
+LOSSES = ("cross_entropy", "hinge")
 
 # Fields that only say where and how fast a run goes: a resumed run may change them. Every other
 # field shapes the saved state or the trajectory, so a checkpoint must agree on it.
@@ -53,6 +56,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
+    loss: str = "cross_entropy"
+    certify: float | None = None
     penalty_schedule: str = "linear"
     penalty_start: float = 0.0
     penalty_ramp: float = 0.5
@@ -99,6 +104,12 @@ class TrainConfig:
             problems.append(f"--crop-padding must be >= 0 (0: off), got {self.crop_padding}")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.loss not in LOSSES:
+            problems.append(f"--loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.certify is not None and not 0 <= self.certify < math.inf:
+            problems.append(f"--certify must be >= 0 and finite, got {self.certify}")
+        if self.loss == "hinge" and self.certify is None:
+            problems.append("--loss hinge needs --certify EPS (its margin is sqrt(2) * EPS)")
         if self.penalty_schedule not in PENALTY_SCHEDULES:
             problems.append(
                 f"--penalty-schedule must be one of {PENALTY_SCHEDULES}, got "

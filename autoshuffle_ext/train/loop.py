@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from .. import modules as asx_modules
+from ..lipschitz import certify, lipschitz_bound, margin_for_radius, multiclass_hinge_loss
 from ..models import build_model, measure
 from .checkpoint import FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
 from .config import TrainConfig
@@ -42,9 +43,28 @@ __all__ = ["resolve_config", "run_training", "task_loss"]
 CHECKPOINT = "checkpoint.pt"
 
 
-def task_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    """Cross-entropy of the classifier (mean over the batch)."""
+def task_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    label_smoothing: float,
+    margin: float | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of the classifier, or with `margin` the multi-class hinge loss (mean over
+    the batch)."""
+    if margin is not None:
+        return multiclass_hinge_loss(logits, labels, margin)
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def _margin(config: TrainConfig) -> float | None:
+    """The hinge loss's margin: sqrt(2) * --certify (None for cross-entropy)."""
+    return margin_for_radius(config.certify) if config.loss == "hinge" else None
+
+
+def input_lipschitz(model: nn.Module, data: DataSplits) -> float:
+    """A bound on the Lipschitz constant (l2) of the logits in the images' 0-1 pixel scale: the
+    model's bound times that of the normalisation, 1 / (smallest channel std)."""
+    return lipschitz_bound(model) / float(data.std.min())
 
 
 def resolve_config(config: TrainConfig, data: DataSplits) -> TrainConfig:
@@ -124,11 +144,15 @@ def evaluate(
     config: TrainConfig,
     device: torch.device,
     ctx: DistContext,
-) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` on the validation split, over all ranks."""
+) -> tuple[float, float, float | None]:
+    """(mean task loss, accuracy, accuracy certified at `config.certify` or None) of `model` on
+    the validation split, over all ranks. Certified: the true logit beats every other by more
+    than sqrt(2) L eps, with L the model's Lipschitz bound in pixel scale (`input_lipschitz`)."""
     was_training = model.training
     model.eval()
-    total_loss = correct = count = 0.0
+    bound = None if config.certify is None else input_lipschitz(model, data)
+    total_loss = correct = certified = count = 0.0
+    margin = _margin(config)
     indices = eval_indices(data.val, ctx.rank, ctx.world)
     for i, (images, labels) in enumerate(
         iterate_batches(data.val, indices, config.batch_size, False, config.workers)
@@ -139,12 +163,17 @@ def evaluate(
         x = x.to(device, memory_format=memory_format(config))
         labels = labels.to(device)
         logits = model(x)
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        total_loss += task_loss(logits, labels, 0.0, margin).item() * labels.numel()
         correct += (logits.argmax(1) == labels).sum().item()
+        if bound is not None:
+            certified += certify(logits, config.certify, labels, bound).sum().item()
         count += labels.numel()
     model.train(was_training)
-    total_loss, correct, count = all_reduce_sum([total_loss, correct, count], ctx, device)
-    return total_loss / max(count, 1), correct / max(count, 1)
+    total_loss, correct, certified, count = all_reduce_sum(
+        [total_loss, correct, certified, count], ctx, device
+    )
+    count = max(count, 1)
+    return total_loss / count, correct / count, None if bound is None else certified / count
 
 
 def _structure_summary(model: nn.Module) -> tuple[list[dict], float | None, float | None]:
@@ -176,6 +205,13 @@ class _Run:
         self.device = device
         _seed_everything(config.seed)
         model = self._build_model()
+        if config.certify is not None:
+            try:
+                input_lipschitz(model, data)
+            except TypeError as error:
+                raise ConfigError(
+                    f"--certify needs a Lipschitz bound of the model: {error}"
+                ) from None
         self.model = model.to(device, memory_format=memory_format(config))
         self.optimizer = torch.optim.SGD(
             _param_groups(model, config),
@@ -204,7 +240,12 @@ class _Run:
         generator = torch.Generator().manual_seed(config.seed)
         try:
             return build_model(
-                config.model, self.data.num_classes, config.stem, config.structures, generator
+                config.model,
+                self.data.num_classes,
+                config.stem,
+                config.structures,
+                generator,
+                config.image_size,
             )
         except ValueError as error:
             raise ConfigError(str(error)) from None
@@ -341,7 +382,7 @@ class _Run:
         """One optimizer step; returns (logits, task loss, penalty, penalty scale)."""
         config = self.config
         logits = self.net(x)
-        task = task_loss(logits, labels, config.label_smoothing)
+        task = task_loss(logits, labels, config.label_smoothing, _margin(config))
         # Each structure weighs its own penalty (its config's lambda); the schedule only scales
         # all of them.
         scale = penalty_scale_at(
@@ -420,7 +461,9 @@ class _Run:
             self.epoch += 1
             done_here += 1
             _sync_buffers(self.model, self.ctx)
-            val_loss, val_acc = evaluate(self.model, self.data, config, self.device, self.ctx)
+            val_loss, val_acc, val_certified = evaluate(
+                self.model, self.data, config, self.device, self.ctx
+            )
             if not math.isfinite(val_loss):
                 raise NonFiniteLossError(
                     f"non-finite validation loss after epoch {self.epoch} ({val_loss}); "
@@ -428,6 +471,8 @@ class _Run:
                 )
             _, penalty, distance = _structure_summary(self.model)
             row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_acc": val_acc}
+            if config.certify is not None:
+                row["val_certified_acc"] = val_certified
             row |= {"penalty": penalty, "distance": distance}
             self.history.append(row)
             if self.ctx.is_main:
@@ -437,6 +482,7 @@ class _Run:
                 f"[{config.variant}] epoch {self.epoch}/{config.epochs} "
                 f"loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
                 f"val_acc {val_acc:.4f}"
+                + ("" if val_certified is None else f" certified {val_certified:.4f}")
                 + ("" if penalty is None else f" P(M) {penalty:.4g}")
                 + ("" if distance is None else f" dist {distance:.3g}")
                 + f" ({row['epoch_time']:.1f}s)"
@@ -454,9 +500,9 @@ class _Run:
         }
         assert_same_on_all_ranks(learned, ctx)
         _sync_buffers(self.model, ctx)
-        _, soft_acc = evaluate(self.model, self.data, config, self.device, ctx)
+        _, soft_acc, soft_certified = evaluate(self.model, self.data, config, self.device, ctx)
         frozen = asx_modules.freeze(self.model)
-        _, frozen_acc = evaluate(frozen, self.data, config, self.device, ctx)
+        _, frozen_acc, frozen_certified = evaluate(frozen, self.data, config, self.device, ctx)
         layers, penalty, distance = _structure_summary(self.model)
         times = [row["epoch_time"] for row in self.history]
         # Measured now, not at the start: learned group counts change the inference form.
@@ -473,6 +519,8 @@ class _Run:
             time_per_epoch=sum(times) / max(len(times), 1),
             final_penalty=penalty,
             final_distance=distance,
+            soft_certified_acc=soft_certified,
+            frozen_certified_acc=frozen_certified,
             epochs=self.epoch,
             out_dir=str(self.out_dir),
             history=self.history,
@@ -492,6 +540,12 @@ class _Run:
             write_run_report(self.out_dir, config, result, self.model)
         self._log(
             f"[{config.variant}] soft acc {soft_acc:.4f}, frozen acc {frozen_acc:.4f}"
+            + (
+                ""
+                if frozen_certified is None
+                else f", certified at {config.certify:g}: soft {soft_certified:.4f}, "
+                f"frozen {frozen_certified:.4f}"
+            )
             + ("" if penalty is None else f", P(M) {penalty:.4g}")
         )
         return result

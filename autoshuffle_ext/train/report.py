@@ -36,9 +36,12 @@ def plot_curves(history: list[dict], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 3 if has_penalty else 2, figsize=(12 if has_penalty else 8, 3.2))
     axes[0].plot(epochs, [r["train_loss"] for r in history], label="train")
     axes[0].plot(epochs, [r["val_loss"] for r in history], label="val")
-    axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    axes[0].set(xlabel="epoch", ylabel="task loss", title="loss")
     axes[1].plot(epochs, [r["train_acc"] for r in history], label="train")
     axes[1].plot(epochs, [r["val_acc"] for r in history], label="val")
+    if all(r.get("val_certified_acc") is not None for r in history):
+        certified = [r["val_certified_acc"] for r in history]
+        axes[1].plot(epochs, certified, label="val certified")
     axes[1].set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in axes[:2]:
         ax.legend()
@@ -133,6 +136,14 @@ def write_run_report(
         "params in training); "
         f"{result.macs / 1e6:.2f} MFLOPs at inference "
         f"(+ {result.shuffle_macs / 1e6:.2f} MFLOPs of soft mixing in training)",
+        *(
+            []
+            if result.frozen_certified_acc is None
+            else [
+                f"- certified accuracy at l2 radius {config.certify:g}: soft "
+                f"{result.soft_certified_acc:.4f}, frozen {result.frozen_certified_acc:.4f}"
+            ]
+        ),
         f"- final P(M) {_fmt(result.final_penalty, '.4g')}, "
         f"distance to permutations {_fmt(result.final_distance, '.4g')}",
         "",
@@ -143,11 +154,14 @@ def write_run_report(
         lines += ["![permutations](permutations.png)", ""]
     if result.layers:
         lines += [_structure_table(result.layers), ""]
-    lines += ["| epoch | train loss | train acc | val acc | lr | penalty scale | P(M) |"]
-    lines += ["| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    certified = config.certify is not None
+    extra = " val certified |" if certified else ""
+    lines += [f"| epoch | train loss | train acc | val acc |{extra} lr | penalty scale | P(M) |"]
+    lines += ["|" + " ---: |" * (8 if certified else 7)]
     lines += [
         f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {r['val_acc']:.4f} "
-        f"| {r['lr']:.4g} | {r['penalty_scale']:.3g} | {_fmt(r['penalty'], '.4g')} |"
+        + (f"| {r['val_certified_acc']:.4f} " if certified else "")
+        + f"| {r['lr']:.4g} | {r['penalty_scale']:.3g} | {_fmt(r['penalty'], '.4g')} |"
         for r in result.history
     ]
     lines += ["", "Configuration:", "", "```"]

@@ -26,6 +26,8 @@ class RunResult:
     final_distance: float | None  # sum of their distances to their exact forms
     epochs: int
     out_dir: str
+    soft_certified_acc: float | None = None  # at --certify's radius (None without it)
+    frozen_certified_acc: float | None = None
     history: list[dict] = field(default_factory=list, repr=False)
     layers: list[dict] = field(default_factory=list, repr=False)
     model: nn.Module | None = field(default=None, repr=False)  # the trained soft model
