@@ -14,6 +14,7 @@ from .bjorck import bjorck_orthonormalize, orthogonality_error, spectral_norm_es
 from .bound import conv2d_lipschitz_bound, lipschitz_bound
 from .certify import certified_accuracy, certified_radius, certify, margin_for_radius
 from .circular import circular_conv2d, circular_conv_singular_values
+from .config import CONV_KINDS, OrthogonalConfig
 from .downsampling import InvertibleDownsampling
 from .group_sort import GroupSort, MaxMin
 from .hinge import multiclass_hinge_loss
@@ -23,12 +24,14 @@ from .orthogonal_shuffle import OrthogonalShuffle
 from .signed_shuffle import SignedShuffle, fold_signed_shuffle
 
 __all__ = [
+    "CONV_KINDS",
     "BCOPConv2d",
     "BjorckLinear",
     "GroupSort",
     "InvertibleDownsampling",
     "LipConvNet",
     "MaxMin",
+    "OrthogonalConfig",
     "OrthogonalShuffle",
     "SignedShuffle",
     "bcop_kernel",
