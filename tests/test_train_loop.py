@@ -148,8 +148,8 @@ def test_nan_evaluation_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, mo
 
     def diverged_in_epoch_2(*args, **kwargs):
         calls["n"] += 1
-        loss, acc = real(*args, **kwargs)
-        return (float("nan"), acc) if calls["n"] == 2 else (loss, acc)
+        loss, acc, certified = real(*args, **kwargs)
+        return (float("nan"), acc, certified) if calls["n"] == 2 else (loss, acc, certified)
 
     monkeypatch.setattr(loop, "evaluate", diverged_in_epoch_2)
     out = tmp_path / "run"
