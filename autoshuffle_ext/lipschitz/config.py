@@ -16,6 +16,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..modules import ModuleSite, StructureConfig, register_config
+from ..modules.structure_config import flags_need
 from .bcop import BCOPConv2d
 
 __all__ = ["CONV_KINDS", "OrthogonalConfig"]
@@ -91,10 +92,9 @@ class OrthogonalConfig(StructureConfig):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> OrthogonalConfig | None:
+        problems = flags_need(args, "convs", "orthogonal", ["orthogonal_lr"])
+        if problems:
+            raise ValueError("; ".join(problems))
         if args.convs != "orthogonal":
-            if args.orthogonal_lr is not None:
-                raise ValueError(
-                    f"--orthogonal-lr applies to --convs orthogonal only, got --convs {args.convs}"
-                )
             return None
         return cls.from_flags({"lr": "--orthogonal-lr"}, lr=args.orthogonal_lr)

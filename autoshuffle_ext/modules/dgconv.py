@@ -180,7 +180,8 @@ class DGConv2d(LearnedStructure):
         """A `DGConv2d` that computes what `conv` does: started on its groups
         (`init_groups=conv.groups`), its weights inside the groups' blocks and its bias; the
         entries outside the blocks (masked until a gate opens) keep their fresh init. `options`
-        are the other keyword arguments (gate_init, budget, penalty_weight).
+        are the other keyword arguments (gate_init, budget, penalty_weight); an `init_groups`
+        among them other than conv's gives a fresh layer of conv's shape instead.
 
         Raises:
             TypeError: conv not an `nn.Conv2d`.
@@ -194,6 +195,7 @@ class DGConv2d(LearnedStructure):
                 "conv must pad with zeros given as numbers, got padding="
                 f"{conv.padding!r}, padding_mode={conv.padding_mode!r}"
             )
+        init_groups = options.pop("init_groups", conv.groups)
         layer = cls(
             conv.in_channels,
             conv.out_channels,
@@ -202,11 +204,13 @@ class DGConv2d(LearnedStructure):
             conv.padding,
             conv.bias is not None,
             dilation=conv.dilation,
-            init_groups=conv.groups,
+            init_groups=init_groups,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
             **options,
         )
+        if init_groups != conv.groups:
+            return layer
         inside = layer.mask().detach().bool()[:, :, None, None]
         dense = unblock_weight(conv.weight.detach(), layer.plan())
         layer.weight.copy_(torch.where(inside, dense, layer.weight))

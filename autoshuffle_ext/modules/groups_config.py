@@ -13,13 +13,13 @@ from torch import nn
 
 from .dgconv import DEFAULT_BUDGET_WEIGHT, DEFAULT_GATE_INIT, DGConv2d
 from .group_budget import GroupBudget
-from .structure_config import ModuleSite, StructureConfig, register_config
+from .structure_config import ModuleSite, StructureConfig, flags_need, register_config
 
 __all__ = ["GROUPS_KINDS", "GroupsConfig"]
 
 GROUPS_KINDS = ("fixed", "learned")
 # The flags that only --groups learned reads.
-_LEARNED_FLAGS = ("budget", "budget_weight", "gate_init", "gate_lr")
+_LEARNED_FLAGS = ["budget", "budget_weight", "gate_init", "gate_lr"]
 
 
 @register_config
@@ -94,22 +94,9 @@ class GroupsConfig(StructureConfig):
         options = {"gate_init": self.gate_init, "penalty_weight": self.budget_weight}
         if self.layer_budget is not None:
             options["budget"] = self.layer_budget
-        if self.init_groups is None or self.init_groups == module.groups:
-            layer = DGConv2d.from_conv(module, **options)
-        else:
-            layer = DGConv2d(
-                module.in_channels,
-                module.out_channels,
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.bias is not None,
-                dilation=module.dilation,
-                init_groups=self.init_groups,
-                device=module.weight.device,
-                dtype=module.weight.dtype,
-                **options,
-            )
+        if self.init_groups is not None:
+            options["init_groups"] = self.init_groups
+        layer = DGConv2d.from_conv(module, **options)
         layer.lr = self.lr
         return layer
 
@@ -182,14 +169,7 @@ class GroupsConfig(StructureConfig):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> GroupsConfig | None:
-        problems = []
-        if args.groups != "learned":
-            problems += [
-                f"--{f.replace('_', '-')} applies to --groups learned only, got --groups "
-                f"{args.groups}"
-                for f in _LEARNED_FLAGS
-                if getattr(args, f) is not None
-            ]
+        problems = flags_need(args, "groups", "learned", _LEARNED_FLAGS)
         d = cls()
         flags = {
             "budget": "--budget",

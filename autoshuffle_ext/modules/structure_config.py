@@ -25,6 +25,7 @@ __all__ = [
     "ModuleSite",
     "StructureConfig",
     "default_structures",
+    "flags_need",
     "register_config",
 ]
 
@@ -136,6 +137,19 @@ class StructureConfig:
         parser = argparse.ArgumentParser(add_help=False)
         cls.add_arguments(parser)
         return cls.from_arguments(parser.parse_args([]))
+
+
+def flags_need(args: argparse.Namespace, switch: str, value: str, dests: list[str]) -> list[str]:
+    """One problem per flag of `dests` (argparse dests) given while `--switch` is not `value`
+    (e.g. "--budget applies to --groups learned only, got --groups fixed")."""
+    current = getattr(args, switch)
+    if current == value:
+        return []
+    return [
+        f"--{dest.replace('_', '-')} applies to --{switch} {value} only, got --{switch} {current}"
+        for dest in dests
+        if getattr(args, dest) is not None
+    ]
 
 
 # The config classes whose flags `autoshuffle-train` offers, in order.

@@ -11,11 +11,14 @@ from typing import ClassVar
 from torch import nn
 
 from ..modules import ModuleSite, StructureConfig, register_config
+from ..modules.structure_config import flags_need
 from .linear_spline import LinearSpline
 
 __all__ = ["ACTIVATION_KINDS", "SplineConfig"]
 
 ACTIVATION_KINDS = ("relu", "spline")
+# The fields its flags set, in the order of their dests (--spline-lambda, ...).
+_FIELDS = ("penalty_weight", "lipschitz", "lr")
 # The activation modules a spline replaces, each started as itself.
 _REPLACED = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.Hardtanh, nn.PReLU)
 
@@ -85,9 +88,6 @@ class SplineConfig(StructureConfig):
         spline.lr = self.lr
         return spline
 
-    def finish(self, model: nn.Module, built: list) -> list[str]:
-        return []
-
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         d = cls()
@@ -122,27 +122,14 @@ class SplineConfig(StructureConfig):
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> SplineConfig | None:
-        given = [
-            f
-            for f in ("spline_lambda", "spline_lipschitz", "spline_lr")
-            if getattr(args, f) is not None
-        ]
+        dests = ["spline_lambda", "spline_lipschitz", "spline_lr"]
+        problems = flags_need(args, "activation", "spline", dests)
+        if problems:
+            raise ValueError("; ".join(problems))
         if args.activation != "spline":
-            if given:
-                raise ValueError(
-                    "; ".join(
-                        f"--{f.replace('_', '-')} applies to --activation spline only, got "
-                        f"--activation {args.activation}"
-                        for f in given
-                    )
-                )
             return None
-        flags = {
-            "penalty_weight": "--spline-lambda",
-            "lipschitz": "--spline-lipschitz",
-            "lr": "--spline-lr",
-        }
-        values = {"lipschitz": args.spline_lipschitz, "lr": args.spline_lr}
-        if args.spline_lambda is not None:
-            values["penalty_weight"] = args.spline_lambda
+        flags = {f: "--" + d.replace("_", "-") for f, d in zip(_FIELDS, dests, strict=True)}
+        values = {f: getattr(args, d) for f, d in zip(_FIELDS, dests, strict=True)}
+        if values["penalty_weight"] is None:
+            del values["penalty_weight"]
         return cls.from_flags(flags, **values)
