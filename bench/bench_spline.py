@@ -2,8 +2,8 @@
 gathers under autograd), vs the paper's own DeepBSpline (deepsplines 1.0.0, its custom autograd
 function; when installed) and vs ReLU (the activation a spline replaces), on ShuffleNet shapes
 with 51 knots. The issue's goal: the fused op at least 3x faster than the reference, forward +
-backward. On CUDA the fused op runs the Triton kernels; on the CPU its ATen implementation until
-the C++ kernel lands.
+backward. On CUDA the fused op runs the Triton kernels, on the CPU the C++ kernels
+(csrc/cpu/spline_activation.cpp).
 
 Run: `python -m pytest bench/bench_spline.py --benchmark-only` (`-k cuda` for the GPU rows).
 """

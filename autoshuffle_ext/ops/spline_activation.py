@@ -23,12 +23,14 @@ bfloat16, float32 or float64; coefficients have x's dtype, or are float32 with a
 arithmetic runs in float32 (float64 for float64); dcoefficients is accumulated in it and
 returned in the coefficients' dtype.
 
-Kernels: on the CPU an ATen implementation (segment indices, a gather, index_add_ for the
-coefficient gradient; no Python loop over elements), to be replaced by the C++ kernel; on CUDA
-the Triton kernels of `autoshuffle_ext.kernels.spline` for float16/bfloat16/float32 inputs and
-up to 256 knots (ATen for float64 and larger grids; the kernels read the knots in float32).
-The schema is defined here; when csrc/ gains the CPU kernel, its `TORCH_LIBRARY` takes the
-schema and this file keeps the fake kernels, the autograd and the Triton path.
+Kernels: on the CPU the C++ kernels of the compiled library (csrc/cpu/spline_activation.cpp:
+one pass forward; the backward sums the coefficient gradient in per-thread buffers, reduced after
+the parallel loop); on CUDA the Triton kernels of `autoshuffle_ext.kernels.spline` for
+float16/bfloat16/float32 inputs and up to 256 knots (ATen for float64 and larger grids; the
+kernels read the knots in float32). The schemas are the compiled library's
+(csrc/ops/spline_activation.cpp); this file keeps the fake kernels, the autograd formula and the
+CUDA path. Without the compiled library it defines the same schemas itself, with an ATen CPU
+implementation (segment indices, a gather, index_add_ for the coefficient gradient).
 The plain PyTorch reference (differentiable by autograd alone) is
 `autoshuffle_ext.splines.reference.linear_spline_reference`.
 """
@@ -40,6 +42,8 @@ import math
 import torch
 from torch import Tensor
 from torch._prims_common import is_non_overlapping_and_dense_or_false
+
+from .._extension import extension_available
 
 __all__ = ["check_spline_inputs", "spline_activation", "spline_output_like"]
 
@@ -93,7 +97,7 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-# ---- ATen implementation (the CPU kernel until csrc/ has one; CUDA float64) ----
+# ---- ATen implementation (CUDA float64; the CPU kernel without the compiled library) ----
 
 
 def _segments(x: Tensor, coefficients: Tensor, spacing: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -214,11 +218,22 @@ def _backward_cuda(
 
 # ---- registration ----
 
-_TAGS = (torch.Tag.needs_fixed_stride_order, torch.Tag.pt2_compliant_tag)
 _LIB = torch.library.Library("autoshuffle_ext", "FRAGMENT")
-_LIB.define("spline_activation(Tensor x, Tensor coefficients, float spacing) -> Tensor", tags=_TAGS)
-_LIB.impl("spline_activation", _forward_aten, "CPU")
+if not extension_available():
+    # The compiled library's schemas (csrc/ops/spline_activation.cpp), ATen on the CPU.
+    _TAGS = (torch.Tag.needs_fixed_stride_order, torch.Tag.pt2_compliant_tag)
+    _LIB.define(
+        "spline_activation(Tensor x, Tensor coefficients, float spacing) -> Tensor", tags=_TAGS
+    )
+    _LIB.define(
+        "spline_activation_backward(Tensor grad, Tensor x, Tensor coefficients, float spacing, "
+        "bool need_x, bool need_coefficients) -> (Tensor, Tensor)",
+        tags=_TAGS,
+    )
+    _LIB.impl("spline_activation", _forward_aten, "CPU")
+    _LIB.impl("spline_activation_backward", _backward_aten, "CPU")
 _LIB.impl("spline_activation", _forward_cuda, "CUDA")
+_LIB.impl("spline_activation_backward", _backward_cuda, "CUDA")
 
 
 @torch.library.register_fake("autoshuffle_ext::spline_activation")
@@ -227,13 +242,7 @@ def _(x: Tensor, coefficients: Tensor, spacing: float) -> Tensor:
     return spline_output_like(x)
 
 
-_backward_op = torch.library.custom_op(
-    "autoshuffle_ext::spline_activation_backward", mutates_args=(), tags=_TAGS
-)(_backward_aten)
-_backward_op.register_kernel("cuda")(_backward_cuda)
-
-
-@_backward_op.register_fake
+@torch.library.register_fake("autoshuffle_ext::spline_activation_backward")
 def _(
     grad: Tensor,
     x: Tensor,
@@ -248,6 +257,7 @@ def _(
 
 
 _OP = torch.ops.autoshuffle_ext.spline_activation.default
+_backward_op = torch.ops.autoshuffle_ext.spline_activation_backward.default
 
 
 class _SplineFunction(torch.autograd.Function):
