@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from ..models import LIPSCHITZ_MODELS, MODEL_NAMES
 from ..modules import STRUCTURE_CONFIGS, StructureConfig
-from .config import LOSSES, MAX_SEED, TrainConfig
+from .config import AMP_MODES, LOSSES, MAX_SEED, TrainConfig
 from .data import DATASETS, load_dataset
 from .distributed import init_distributed
 from .errors import ConfigError, TrainingError
@@ -194,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="model and batches in channels_last memory format (faster convolutions on most "
         "CPUs and GPUs; the learned shuffle then mixes with one GEMM) (default: off)",
+    )
+    run.add_argument(
+        "--amp",
+        default=d.amp,
+        choices=AMP_MODES,
+        help="mixed precision of the training steps: bf16 autocasts to bfloat16 (CPU and CUDA), "
+        "fp16 to float16 with a gradient scaler (CUDA only); parameters, penalties, the "
+        "projection, the rounding and evaluation stay float32",
+    )
+    run.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model for the training steps (a minute of compiling first on a "
+        "CPU; then faster steps, see the README) (default: off)",
     )
     run.add_argument(
         "--workers", type=int, default=d.workers, help="image decoding processes (folders only)"

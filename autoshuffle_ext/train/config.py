@@ -7,14 +7,20 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import torch
+
 from ..modules import StructureConfig, default_structures
 from .errors import ConfigError
 from .schedules import PENALTY_SCHEDULES
 
-__all__ = ["LOSSES", "RUNTIME_FIELDS", "TrainConfig"]
+__all__ = ["AMP_MODES", "LATER_FIELDS", "LOSSES", "RUNTIME_FIELDS", "TrainConfig"]
 
 # cross_entropy; hinge: the multi-class hinge loss with margin sqrt(2) * --certify (Li et al.).
 LOSSES = ("cross_entropy", "hinge")
+
+# --amp: off (float32), bf16 (autocast to bfloat16: CPU and CUDA), fp16 (autocast to float16 with
+# a gradient scaler: CUDA only).
+AMP_MODES = ("off", "bf16", "fp16")
 
 # Fields that only say where and how fast a run goes: a resumed run may change them. Every other
 # field shapes the saved state or the trajectory, so a checkpoint must agree on it.
@@ -25,7 +31,12 @@ RUNTIME_FIELDS = (
     "progress",
     "stop_after_epochs",
     "channels_last",
+    # A compiled step computes the same function; it only rounds in another order.
+    "compile",
 )
+# Identity fields added after checkpoints were first written, with the value that an older
+# checkpoint (which lacks them) trained with: it resumes when the run asks for that value.
+LATER_FIELDS = {"amp": "off"}
 # The seeds numpy's global generator takes (the training seeds it, and Python's and torch's).
 MAX_SEED = 2**32 - 1
 
@@ -66,6 +77,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     channels_last: bool = False
+    amp: str = "off"
+    compile: bool = False
     workers: int = 0
     limit_batches: int | None = None
     stop_after_epochs: int | None = None
@@ -120,6 +133,13 @@ class TrainConfig:
                 "--penalty-start and --penalty-ramp need 0 <= start <= ramp <= 1, got "
                 f"{self.penalty_start} and {self.penalty_ramp}"
             )
+        if self.amp not in AMP_MODES:
+            problems.append(f"--amp must be one of {AMP_MODES}, got {self.amp!r}")
+        elif self.amp == "fp16" and _cpu_device(self.device):
+            problems.append(
+                "--amp fp16 needs CUDA (float16 autocast with a gradient scaler); on the CPU use "
+                "--amp bf16"
+            )
         if self.workers < 0:
             problems.append(f"--workers must be >= 0, got {self.workers}")
         return problems
@@ -132,6 +152,13 @@ class TrainConfig:
     def identity(self) -> dict:
         """The fields a resumed checkpoint must match (all but `RUNTIME_FIELDS`)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+
+
+def _cpu_device(name: str) -> bool:
+    """Whether --device NAME trains on the CPU (auto: when CUDA is not available)."""
+    if name == "auto":
+        return not torch.cuda.is_available()
+    return name.startswith("cpu")
 
 
 def _flag(name: str) -> str:

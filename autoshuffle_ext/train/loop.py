@@ -1,8 +1,18 @@
 """One training run: SGD with warm-up + cosine, the scheduled penalty, projection after each step,
-a checkpoint per epoch, and at the end rounding and evaluation of the soft and frozen models."""
+a checkpoint per epoch, and at the end rounding and evaluation of the soft and frozen models.
+
+Precision (`--amp`): the model's forward and the task loss run under autocast (bfloat16, or
+float16 with a gradient scaler on CUDA); the parameters, their gradients and the optimizer stay
+float32, and so do the learned structures' exact parts: the penalties (P(M) and its gradient,
+computed from the float32 M), the projection after each step and the rounding of `freeze`.
+Evaluation always runs the float32 model, the one `freeze` deploys. `--compile` compiles the
+model for the training steps (`torch.compile`; under DDP, the module DDP wraps); the penalties,
+the optimizer step and evaluation stay eager.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import random
@@ -21,7 +31,7 @@ from .. import modules as asx_modules
 from ..lipschitz import certify, lipschitz_bound, margin_for_radius, multiclass_hinge_loss
 from ..models import build_model, measure
 from .checkpoint import FORMAT, atomic_save, capture_rng, load_checkpoint, restore_rng
-from .config import TrainConfig
+from .config import LATER_FIELDS, TrainConfig
 from .data import (
     DataSplits,
     eval_indices,
@@ -38,7 +48,7 @@ from .report import write_run_report
 from .result import RunResult
 from .schedules import WarmupCosine, penalty_scale_at
 
-__all__ = ["resolve_config", "run_training", "task_loss"]
+__all__ = ["autocast", "check_precision", "resolve_config", "run_training", "task_loss"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -137,6 +147,29 @@ def memory_format(config: TrainConfig) -> torch.memory_format:
     return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(config: TrainConfig, device: torch.device) -> None:
+    """Raises ConfigError unless `config.amp` runs on `device`: float16 needs CUDA (its gradient
+    scaler is CUDA's), bfloat16 a CUDA device that supports it (any CPU does; oneDNN uses AVX-512
+    BF16 or AMX where present and converts otherwise)."""
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            f"--amp fp16 needs CUDA (float16 autocast with a gradient scaler), not {device}; "
+            "on the CPU use --amp bf16"
+        )
+    if config.amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"--amp bf16: {device} does not support bfloat16; use --amp fp16")
+
+
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of `config.amp` on `device` (a no-op for "off")."""
+    if config.amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AMP_DTYPES[config.amp])
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -203,6 +236,7 @@ class _Run:
         self.out_dir = out_dir
         self.ctx = ctx
         self.device = device
+        check_precision(config, device)
         _seed_everything(config.seed)
         model = self._build_model()
         if config.certify is not None:
@@ -223,10 +257,13 @@ class _Run:
         # Before the projection hook: it cannot project an M that an update overflowed.
         self.optimizer.register_step_post_hook(self._check_structures)
         asx_modules.attach_projection(self.optimizer, model)
-        self.net: nn.Module = model
+        # float16 needs its loss scaled so that small gradients do not flush to zero; bfloat16
+        # has float32's exponent range and does not.
+        self.scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+        self.net: nn.Module = torch.compile(model) if config.compile else model
         if ctx.enabled:
             ids = [device.index] if device.type == "cuda" else None
-            self.net = DistributedDataParallel(model, device_ids=ids)
+            self.net = DistributedDataParallel(self.net, device_ids=ids)
         self.epoch = 0
         self.saved_epoch = 0  # the epoch of the checkpoint on disk
         self.step = 0
@@ -296,6 +333,8 @@ class _Run:
             "rng": capture_rng(),
             "history": self.history,
         }
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
         atomic_save(state, self.checkpoint_path)
         self.saved_epoch = self.epoch
 
@@ -306,11 +345,28 @@ class _Run:
             CheckpointError: a checkpoint of another configuration, or one whose parts do not
                 fit this run (missing entries, tensors of other shapes).
         """
-        state = load_checkpoint(self.checkpoint_path, self.identity())
+        identity = self.identity()
+        state = load_checkpoint(
+            self.checkpoint_path, {k: v for k, v in identity.items() if k not in LATER_FIELDS}
+        )
+        # A checkpoint written before a field existed trained with its LATER_FIELDS value.
+        saved = state.get("identity", {})
+        diffs = [
+            f"{key}: checkpoint {saved.get(key, old)!r}, now {identity[key]!r}"
+            for key, old in LATER_FIELDS.items()
+            if saved.get(key, old) != identity[key]
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"{self.checkpoint_path}: checkpoint belongs to another configuration "
+                f"({'; '.join(diffs)}); resume with the same flags or choose another --out"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
             restore_rng(state["rng"])
             self.epoch, self.step = int(state["epoch"]), int(state["step"])
             self.saved_epoch = self.epoch
@@ -381,8 +437,10 @@ class _Run:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """One optimizer step; returns (logits, task loss, penalty, penalty scale)."""
         config = self.config
-        logits = self.net(x)
-        task = task_loss(logits, labels, config.label_smoothing, _margin(config))
+        with autocast(config, self.device):
+            logits = self.net(x)
+        # The loss from float32 logits (autocast would compute it in float32 anyway).
+        task = task_loss(logits.float(), labels, config.label_smoothing, _margin(config))
         # Each structure weighs its own penalty (its config's lambda); the schedule only scales
         # all of them.
         scale = penalty_scale_at(
@@ -392,12 +450,19 @@ class _Run:
             config.penalty_start,
             config.penalty_ramp,
         )
+        # Outside autocast, from the float32 parameters: exactly the float32 run's penalties (a
+        # learned shuffle's P(M) was computed in float32 by its forward even under autocast).
         pen = asx_modules.penalty(self.model)
         loss = task + scale * pen
         self._check_finite(loss, task, pen)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()  # the projection hook runs here
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()  # the projection hook runs here
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)  # unscales; skips a step with inf/NaN gradients
+            self.scaler.update()
         self.scheduler.step()
         self.step += 1
         return logits, task, pen, scale
