@@ -256,3 +256,33 @@ def test_freeze_folds_foldable_blocks_and_drops_regularizers():
     assert Block.folded == 3
     assert isinstance(frozen.budget, nn.Identity)
     assert not list(asx.structures(frozen))
+
+
+def test_the_forward_penalty_is_dropped_when_the_parameters_are_replaced():
+    gain = FusedGain(6)
+    gain(torch.randn(1, 6, 2, 2))
+    gain.to(torch.float64)  # new parameter tensors (their versions start at 0 again)
+    FusedGain.calls = 0
+    assert gain.penalty().dtype == torch.float64 and FusedGain.calls == 1
+    gain(torch.randn(1, 6, 2, 2, dtype=torch.float64))
+    gain.load_state_dict({"gain": torch.full((6,), 0.5, dtype=torch.float64)})
+    FusedGain.calls = 0
+    torch.testing.assert_close(gain.penalty(), torch.tensor(0.1 * 1.5, dtype=torch.float64))
+    assert FusedGain.calls == 1
+
+
+def test_count_macs_counts_a_structure_inside_one_that_counts_itself_once():
+    from autoshuffle_ext.models import count_macs
+
+    class Wrapper(ChannelGain):
+        def __init__(self) -> None:
+            super().__init__(6)
+            self.inner = asx.LearnedShuffle(6, 3)
+
+        def forward(self, x):
+            return self.inner(super().forward(x))
+
+        def macs(self, inputs, output):
+            return 1000, 10
+
+    assert count_macs(nn.Sequential(Wrapper()), (6, 4, 4)) == (10, 990)

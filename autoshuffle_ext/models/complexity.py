@@ -49,9 +49,11 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]
     not counted again; one that returns None has its children counted as usual."""
     layers: list[tuple[int, tuple[int, ...]]] = []  # (macs, enclosing structures' ids)
     own: dict[int, tuple[int, int]] = {}  # structure id -> (training, inference), summed
+    enclosing: dict[int, tuple[int, ...]] = {}  # structure id -> the structures around it
     inside: list[int] = []
 
     def enter(module: nn.Module, _inputs) -> None:
+        enclosing.setdefault(id(module), tuple(inside))
         inside.append(id(module))
 
     def structure_hook(module: LearnedStructure, inputs, output) -> None:
@@ -86,10 +88,13 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> tuple[int, int]
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    inference = sum(infer for _, infer in own.values())
-    training = sum(train for train, _ in own.values())
-    for macs, enclosing in layers:
-        if not any(key in own for key in enclosing):
+    inference = training = 0
+    for key, (train, infer) in own.items():  # a structure inside one that counted itself: not
+        if not any(outer in own for outer in enclosing[key]):
+            inference += infer
+            training += train
+    for macs, around in layers:
+        if not any(key in own for key in around):
             inference += macs
             training += macs
     return inference, training - inference

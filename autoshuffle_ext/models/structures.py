@@ -34,9 +34,14 @@ def shuffle_config(
     """
     options = dict(options or {})
     generator = options.pop("generator", None)
+    if "iters" in options:  # SinkhornShuffle's name for it
+        options["sinkhorn_iters"] = options.pop("iters")
     if kind == "fixed":
         return None, generator
-    return ShuffleConfig(kind=kind, **options), generator
+    try:
+        return ShuffleConfig(kind=kind, **options), generator
+    except TypeError as error:
+        raise TypeError(f"shuffle_options: {error}") from None
 
 
 def groups_config(
@@ -92,7 +97,12 @@ def with_structures(
     generator: torch.Generator | None = None,
 ) -> nn.Module:
     """`model` converted by `configs` (Nones skipped); it runs once on a [1, 3, side, side]
-    input when a config replaces modules (their sizes weigh a shared budget)."""
+    input when a config replaces modules (their sizes weigh a shared budget).
+
+    Raises:
+        ValueError: a config that `requires_sites` (asked for with other than its defaults)
+            converted nothing in the model: its flags would do nothing.
+    """
     configs = [c for c in configs if c is not None]
     if not configs:
         return model
@@ -100,4 +110,14 @@ def with_structures(
     if any(c.sites != "shuffles" for c in configs):
         first = next(model.parameters())
         example = torch.zeros(1, 3, input_side, input_side, dtype=first.dtype)
-    return convert(model, configs, example, generator=generator)
+    converted, report = convert(model, configs, example, generator=generator, return_report=True)
+    counts = report.counts()
+    idle = [c for c in configs if not counts.get(c.name) and c.requires_sites()]
+    if idle:
+        raise ValueError(
+            "; ".join(
+                f"{type(c).__name__} ({c.name}) found nothing to convert in {type(model).__name__}"
+                for c in idle
+            )
+        )
+    return converted

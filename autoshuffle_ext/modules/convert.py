@@ -109,6 +109,7 @@ def _convert_modules(
 ) -> None:
     built: dict[int, list] = {id(c): [] for c in configs}
     replaced: list[str] = []
+    registered = _registrations(root)
     for name, module in list(root.named_modules()):
         if not name or isinstance(module, LearnedStructure):
             continue
@@ -122,27 +123,36 @@ def _convert_modules(
             output_shape = calls.output.get(key)
         count = None if calls is None else calls.count.get(key, 0)
         site = ModuleSite(name, input_shape, output_shape, count)
-        for config in configs:
-            if not config.matches(module, site) or not accept(module, name):
-                continue
-            new = config.build(module, site)
-            if new is None:
-                continue
-            _set_module(root, name, new)
-            replaced.append(name)
-            built[id(config)].append((site, new))
-            report.sites.append(
-                ConvertedSite(
-                    name=name,
-                    code="",
-                    channels=getattr(module, "out_channels", getattr(module, "num_channels", 0)),
-                    what=_describe_module(module),
-                    spelling=type(module).__name__,
-                    became=type(new).__name__,
-                    structure=config.name,
-                )
+        matching = [c for c in configs if c.matches(module, site) and accept(module, name)]
+        if not matching:
+            continue
+        if registered[key] > 1:
+            report.skipped.append(
+                f"module {name}: registered under several names (one module shared); "
+                f"{type(matching[0]).__name__} left it as it is"
             )
-            break
+            continue
+        config = matching[0]
+        new = config.build(module, site)
+        if new is None:
+            continue
+        if len(matching) > 1:
+            others = ", ".join(type(c).__name__ for c in matching[1:])
+            report.notes.append(f"{name}: {type(config).__name__} took it ({others} matched too)")
+        _set_module(root, name, new)
+        replaced.append(name)
+        built[id(config)].append((site, new))
+        report.sites.append(
+            ConvertedSite(
+                name=name,
+                code="",
+                channels=getattr(module, "out_channels", getattr(module, "num_channels", 0)),
+                what=_describe_module(module),
+                spelling=type(module).__name__,
+                became=type(new).__name__,
+                structure=config.name,
+            )
+        )
     for config in configs:
         report.notes += config.finish(root, built[id(config)])
 

@@ -45,6 +45,7 @@ class ShuffleConfig(StructureConfig):
     noise: relative noise on the start that breaks the symmetry between channels.
     projection_iters: row/column scaling rounds of the projection after each step.
     lr: peak learning rate of the shuffle matrices (None: the optimizer's).
+    temperature, sinkhorn_iters: of "sinkhorn" (`SinkhornShuffle`'s temperature and iters).
     """
 
     kind: str = "learned"
@@ -54,6 +55,8 @@ class ShuffleConfig(StructureConfig):
     noise: float = 1e-2
     projection_iters: int = DEFAULT_SCALING_ITERS
     lr: float | None = None
+    temperature: float = 1.0
+    sinkhorn_iters: int = 10
 
     name: ClassVar[str] = "shuffle"
     sites: ClassVar[str] = "shuffles"
@@ -73,12 +76,20 @@ class ShuffleConfig(StructureConfig):
             problems.append(f"blend must lie in [0, 1], got {self.blend}")
         if self.projection_iters < 0:
             problems.append(f"projection_iters must be >= 0, got {self.projection_iters}")
+        if not 0 < self.temperature < math.inf:
+            problems.append(f"temperature must be > 0 and finite, got {self.temperature}")
+        if self.sinkhorn_iters < 1:
+            problems.append(f"sinkhorn_iters must be >= 1, got {self.sinkhorn_iters}")
         if self.lr is not None and not 0 <= self.lr < math.inf:
             problems.append(f"lr must be >= 0 and finite, got {self.lr}")
         return problems
 
     def label(self) -> str:
         return self.kind
+
+    def requires_sites(self) -> bool:
+        # The fixed shuffle and none are what a model without shuffles already is.
+        return self.kind not in ("fixed", "none") and super().requires_sites()
 
     def build_shuffle(
         self, channels: int, groups: int | None, perm: torch.Tensor, generator: torch.Generator
@@ -88,6 +99,8 @@ class ShuffleConfig(StructureConfig):
             init = perm if self.init == "shuffle" else self.init
             options = {"init": init, "blend": self.blend, "noise": self.noise}
             options["generator"] = generator
+        if self.kind == "sinkhorn":
+            options |= {"temperature": self.temperature, "iters": self.sinkhorn_iters}
         if self.kind == "learned":
             options |= {
                 "penalty_weight": self.penalty_weight,

@@ -311,7 +311,7 @@ class ShuffleRewrite:
                 "were converted"
             )
         for child_name, child in module.named_children():
-            if _is_plain_torch(child):
+            if _is_plain_torch(child) or isinstance(child, _LEAVES):
                 continue
             called = self.calls.first.get(id(child))
             if called is None:
@@ -339,8 +339,9 @@ def _is_plain_torch(module: nn.Module) -> bool:
 
 def _keep_state(root: nn.Module, original: nn.Module, replaced: set[str]) -> None:
     """Puts back into `root` (a GraphModule of `original`) the parameters and buffers that the
-    traced forward does not use, so that `original`'s state_dict still loads; those of the
-    modules that new shuffles replaced (`replaced`, their names) stay out."""
+    traced forward does not use, so that `original`'s state_dict still loads, and the learned
+    structures it does not call (a shared budget); those of the modules that new shuffles
+    replaced (`replaced`, their names) stay out."""
     present = set(root.state_dict().keys())
     for key in original.state_dict().keys():
         if key in present or any(key.startswith(name + ".") for name in replaced):
@@ -360,3 +361,15 @@ def _keep_state(root: nn.Module, original: nn.Module, replaced: set[str]) -> Non
             else:
                 target.register_buffer(leaf, owner._buffers[leaf])
         present = set(root.state_dict().keys())
+    # Structures that hold no state and are never called (a Regularizer over other layers).
+    for name, module in original.named_modules():
+        if not name or not isinstance(module, LearnedStructure) or name in replaced:
+            continue
+        try:
+            root.get_submodule(name)
+        except AttributeError:
+            parent, _, child = name.rpartition(".")
+            try:
+                root.get_submodule(parent).add_module(child, module)
+            except AttributeError:
+                root.add_module(name.replace(".", "_"), module)

@@ -52,9 +52,10 @@ class ParamGroup:
     weight_decay: float = 0.0
 
 
-def _versions(tensors: Iterable[torch.Tensor]) -> tuple[tuple[int, int], ...]:
-    # An in-place update bumps the version; `.data = ...` swaps the storage instead.
-    return tuple((t.data_ptr(), t._version) for t in tensors)
+def _versions(tensors: Iterable[torch.Tensor]) -> tuple[tuple, ...]:
+    # An in-place update bumps the version; `.data = ...` swaps the storage instead. (A write
+    # through `.data` bumps nothing: `_apply` and loading a state clear the value instead.)
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
 class LearnedStructure(nn.Module, abc.ABC):
@@ -96,6 +97,14 @@ class LearnedStructure(nn.Module, abc.ABC):
     def __getstate__(self) -> dict:
         # A remembered penalty belongs to one forward's graph: copies and pickles drop it.
         return {**super().__getstate__(), "_forward_penalty": None}
+
+    def _apply(self, fn, recurse: bool = True):
+        self._forward_penalty = None  # .to(), .half(), .cuda(): new parameter values
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._forward_penalty = None
+        super()._load_from_state_dict(*args, **kwargs)
 
     # -- training --------------------------------------------------------------------------------
 

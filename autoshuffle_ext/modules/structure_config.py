@@ -74,6 +74,11 @@ class StructureConfig:
         """A short label of the variant this config makes (a run's name), or None."""
         return None
 
+    def requires_sites(self) -> bool:
+        """Whether converting nothing is an error where this config was asked for explicitly
+        (the training program): by default, when it differs from its flags' defaults."""
+        return self != type(self).default()
+
     def to_dict(self) -> dict:
         return {"structure": self.name, **dataclasses.asdict(self)}
 

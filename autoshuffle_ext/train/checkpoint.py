@@ -18,7 +18,8 @@ from .errors import CheckpointError, naming_file
 
 __all__ = ["FORMAT", "atomic_save", "capture_rng", "load_checkpoint", "restore_rng"]
 
-FORMAT = "autoshuffle_ext.train/1"
+# 2: the run's structures are a list of configs (`TrainConfig.structures`), not flat fields.
+FORMAT = "autoshuffle_ext.train/2"
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -69,7 +70,13 @@ def load_checkpoint(path: str | Path, identity: dict) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch.load raises many types for a bad file
         raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    found = state.get("format") if isinstance(state, dict) else None
+    if isinstance(found, str) and found.startswith("autoshuffle_ext.train/") and found != FORMAT:
+        raise CheckpointError(
+            f"{path}: a checkpoint of an earlier autoshuffle-train (format {found}, now "
+            f"{FORMAT}) that this version cannot resume; choose another --out"
+        )
+    if found != FORMAT:
         raise CheckpointError(f"{path}: not a checkpoint of autoshuffle-train ({FORMAT})")
     saved = state.get("identity", {})
     diffs = [
