@@ -12,8 +12,9 @@
 // there the buffer holds kLanes interleaved copies of each channel's bins, so that consecutive
 // elements add to different addresses instead of waiting on each other's stores.
 //
-// The inner loops are plain loops that the compiler vectorises (the segment search has no floor()
-// call and no branch); the knot loads are gathers, scalar on x86-64's baseline SSE2.
+// The inner loops are plain loops over blocks of kBlock elements: first each element's segment
+// (no floor() call, no branch, no load by index: the compiler vectorises it), then the loads of
+// the knots by index and the arithmetic on them (gathers, scalar on x86-64's baseline SSE2).
 #include "spline_activation.h"
 
 #include <ATen/ATen.h>
@@ -84,46 +85,55 @@ inline void for_each_piece(const Walk& w, int64_t begin, int64_t end, F&& fn) {
   }
 }
 
-// ---- forward ----
-
+// The segments of a block of at most kBlock elements: a loop without loads by index, which the
+// compiler vectorises.
 template <typename T, typename A>
-void forward_one_channel(const T* x, T* y, int64_t n, const A* c, const Grid<A>& g) {
+inline void block_segments(const T* x, int64_t n, const Grid<A>& g, int32_t* jb, A* tb) {
   for (int64_t i = 0; i < n; ++i) {
     int32_t j;
-    const A t = segment(static_cast<A>(x[i]) / g.spacing, g, j);
-    const A l = c[j];
-    const A r = c[j + 1];
-    y[i] = static_cast<T>(l + t * (r - l));
+    tb[i] = segment(static_cast<A>(x[i]) / g.spacing, g, j);
+    jb[i] = j;
   }
 }
 
-template <typename T, typename A>
-void forward_channels(const T* x, T* y, int64_t n, const A* c, const Grid<A>& g) {
-  for (int64_t i = 0; i < n; ++i) {
-    int32_t j;
-    const A t = segment(static_cast<A>(x[i]) / g.spacing, g, j);
-    const int64_t k = i * g.K + j;
-    const A l = c[k];
-    const A r = c[k + 1];
-    y[i] = static_cast<T>(l + t * (r - l));
+// ---- forward ----
+
+// A run piece of one channel (its K knots at c) or of consecutive channels (the first's at c,
+// rows of K): the segments of a block, then the knots' loads and the interpolation.
+template <bool kPlanar, typename T, typename A>
+void forward_piece(const T* x, T* y, int64_t n, const A* c, const Grid<A>& g) {
+  int32_t jb[kBlock];
+  A tb[kBlock];
+  for (int64_t s = 0; s < n; s += kBlock) {
+    const int64_t m = std::min(kBlock, n - s);
+    block_segments(x + s, m, g, jb, tb);
+    const A* row = kPlanar ? c : c + s * g.K;
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t k = kPlanar ? jb[i] : i * g.K + jb[i];
+      const A l = row[k];
+      const A r = row[k + 1];
+      y[s + i] = static_cast<T>(l + tb[i] * (r - l));
+    }
   }
 }
 
 // ---- backward ----
 
 // One block of at most kBlock elements: dx (kDx), and for the scatter (kDc) the left knot of each
-// element within its channel's row and its two weights.
+// element within its channel's row (jb) and its two weights.
 template <bool kDx, bool kDc, typename T, typename A>
 inline void backward_block(const T* grad, const T* x, T* dx, int64_t n, const A* slope,
                            int64_t slope_step, const Grid<A>& g, int32_t* jb, A* wl, A* wr) {
-  for (int64_t i = 0; i < n; ++i) {
-    int32_t j;
-    const A t = segment(static_cast<A>(x[i]) / g.spacing, g, j);
-    const A gi = static_cast<A>(grad[i]);
-    if constexpr (kDx) dx[i] = static_cast<T>(gi * slope[i * slope_step + j]);
-    if constexpr (kDc) {
-      const A right = t * gi;
-      jb[i] = j;
+  block_segments(x, n, g, jb, wr);  // t in wr
+  if constexpr (kDx) {
+    for (int64_t i = 0; i < n; ++i) {
+      dx[i] = static_cast<T>(static_cast<A>(grad[i]) * slope[i * slope_step + jb[i]]);
+    }
+  }
+  if constexpr (kDc) {
+    for (int64_t i = 0; i < n; ++i) {
+      const A gi = static_cast<A>(grad[i]);
+      const A right = wr[i] * gi;
       wl[i] = gi - right;
       wr[i] = right;
     }
@@ -277,9 +287,9 @@ at::Tensor spline_activation(const at::Tensor& x, const at::Tensor& coefficients
     at::parallel_for(0, src.numel(), kGrain, [&](int64_t begin, int64_t end) {
       for_each_piece(walk, begin, end, [&](int64_t e, int64_t n, int64_t ch) {
         if (walk.planar) {
-          forward_one_channel(xp + e, yp + e, n, c + ch * K, g);
+          forward_piece<true>(xp + e, yp + e, n, c + ch * K, g);
         } else {
-          forward_channels(xp + e, yp + e, n, c + ch * K, g);
+          forward_piece<false>(xp + e, yp + e, n, c + ch * K, g);
         }
       });
     });
