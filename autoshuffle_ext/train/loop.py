@@ -196,7 +196,10 @@ def evaluate(
         x = x.to(device, memory_format=memory_format(config))
         labels = labels.to(device)
         logits = model(x)
-        total_loss += task_loss(logits, labels, 0.0, margin).item() * labels.numel()
+        if margin is None:
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        else:
+            total_loss += multiclass_hinge_loss(logits, labels, margin).item() * labels.numel()
         correct += (logits.argmax(1) == labels).sum().item()
         if bound is not None:
             certified += certify(logits, config.certify, labels, bound).sum().item()
