@@ -88,8 +88,9 @@ class ShuffleConfig(StructureConfig):
         return self.kind
 
     def requires_sites(self) -> bool:
-        # The fixed shuffle and none are what a model without shuffles already is.
-        return self.kind not in ("fixed", "none") and super().requires_sites()
+        # A model without shuffles (ShuffleNet v1 with one group, a LipConvNet) is warned about
+        # by the pass; every variant of a comparison still runs there.
+        return False
 
     def build_shuffle(
         self, channels: int, groups: int | None, perm: torch.Tensor, generator: torch.Generator
