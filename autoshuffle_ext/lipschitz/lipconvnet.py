@@ -38,6 +38,9 @@ class LipConvNet(nn.Sequential):
         in_channels: of the input images.
         input_size: (H, W) of the input images (multiples of the product of the strides).
         bjorck_iters: of every layer's orthonormalisation.
+        activation: "maxmin" (the paper's, gradient-norm preserving) or "spline": a trainable
+            per-channel linear spline (`asx.LinearSpline`, started as ReLU) whose slopes are
+            clipped to [-1, 1] after each step, so the network stays 1-Lipschitz.
 
     Forward: [N, in_channels, H, W] -> logits [N, num_classes].
 
@@ -56,8 +59,19 @@ class LipConvNet(nn.Sequential):
         input_size: tuple[int, int] = (32, 32),
         *,
         bjorck_iters: int = 20,
+        activation: str = "maxmin",
     ) -> None:
         check_int("num_classes", num_classes, 2)
+        if activation not in ("maxmin", "spline"):
+            raise ValueError(f"activation must be 'maxmin' or 'spline', got {activation!r}")
+
+        def act(width: int) -> nn.Module:
+            if activation == "maxmin":
+                return MaxMin()
+            from ..splines import LinearSpline  # the splines build on the same protocol
+
+            return LinearSpline(width, init="relu", lipschitz=1.0)
+
         channels = check_int("in_channels", in_channels, 1)
         if not (isinstance(input_size, (tuple, list)) and len(input_size) == 2):
             raise ValueError(f"input_size must be a pair (H, W), got {input_size!r}")
@@ -70,7 +84,7 @@ class LipConvNet(nn.Sequential):
                     f"(conv{i} has stride {s} on a {h}x{w} input)"
                 )
             layers[f"conv{i}"] = BCOPConv2d(channels, out, k, s, bjorck_iters=bjorck_iters)
-            layers[f"act{i}"] = MaxMin()
+            layers[f"act{i}"] = act(out)
             channels, h, w = out, h // s, w // s
         layers["flatten"] = nn.Flatten()
         features = channels * h * w
@@ -78,7 +92,7 @@ class LipConvNet(nn.Sequential):
         for j, width in enumerate(widths, start=1):
             layers[f"linear{j}"] = BjorckLinear(features, width, bjorck_iters=bjorck_iters)
             if j < len(widths):
-                layers[f"act{len(convs) + j}"] = MaxMin()
+                layers[f"act{len(convs) + j}"] = act(width)
             features = width
         super().__init__(OrderedDict(layers))
         self.num_classes = num_classes
@@ -86,15 +100,28 @@ class LipConvNet(nn.Sequential):
 
 
 def lipconvnet_small(
-    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: tuple[int, int] = (32, 32),
+    activation: str = "maxmin",
 ) -> LipConvNet:
     """The paper's "Small" network: BCOP 4x4/2 (16), BCOP 4x4/2 (32), Björck linear 100, K; MaxMin
     between layers. [N, in_channels, H, W] -> [N, num_classes]; H, W multiples of 4."""
-    return LipConvNet([(16, 4, 2), (32, 4, 2)], [100], num_classes, in_channels, input_size)
+    return LipConvNet(
+        [(16, 4, 2), (32, 4, 2)],
+        [100],
+        num_classes,
+        in_channels,
+        input_size,
+        activation=activation,
+    )
 
 
 def lipconvnet_large(
-    num_classes: int = 10, in_channels: int = 3, input_size: tuple[int, int] = (32, 32)
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: tuple[int, int] = (32, 32),
+    activation: str = "maxmin",
 ) -> LipConvNet:
     """The paper's "Large" network: BCOP 3x3 (32), 4x4/2 (32), 3x3 (64), 4x4/2 (64), Björck linear
     512, 512, K; MaxMin between layers. [N, in_channels, H, W] -> [N, num_classes]; H, W
@@ -105,4 +132,5 @@ def lipconvnet_large(
         num_classes,
         in_channels,
         input_size,
+        activation=activation,
     )

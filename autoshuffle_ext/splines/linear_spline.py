@@ -162,6 +162,11 @@ class LinearSpline(LearnedStructure):
         with torch.no_grad():
             return float(self.max_slopes().max())
 
+    def lipschitz_bound(self) -> float:
+        """`lipschitz_constant()`: read by `asx.lipschitz.lipschitz_bound` (an elementwise
+        activation's l2 bound is its largest slope)."""
+        return self.lipschitz_constant()
+
     def knots_per_channel(self, threshold: float | None = None) -> torch.Tensor:
         """[C] int64: knots with |a_k| > threshold (default `knot_threshold`) per channel."""
         t = self.knot_threshold if threshold is None else threshold
