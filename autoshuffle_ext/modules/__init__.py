@@ -7,6 +7,7 @@ from .cat_shuffle import cat_shuffle
 from .collect import attach_projection, learned_matrices, penalty, structures
 from .conversion_report import ConversionReport, ConvertedSite, ShuffleConversionError
 from .convert import convert, convert_shuffles
+from .coverage import group_coverage
 from .dgconv import DGConv2d
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .freeze import freeze, shuffle_report, structure_report
@@ -56,6 +57,7 @@ __all__ = [
     "convert_shuffles",
     "default_structures",
     "freeze",
+    "group_coverage",
     "initial_matrix",
     "learned_matrices",
     "make_shuffle",

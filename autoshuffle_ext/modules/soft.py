@@ -15,6 +15,7 @@ from ..doubly_stochastic import (
 )
 from ..ops.channel_gather import fixed_shuffle_perm
 from ..ops.penalty import l1l2_penalty
+from .coverage import group_coverage
 from .hard import HardShuffle
 from .structure import LearnedStructure
 
@@ -91,7 +92,8 @@ class SoftShuffle(LearnedStructure):
     def report(self) -> dict:
         """channels, penalty (P(M), unweighted), distance (to the rounded permutation), moved
         (channels whose rounded source differs from `reference`: the start perm, or the fixed
-        shuffle; None without either)."""
+        shuffle; None without either), density (the fraction of M's entries that are not zero),
+        coverage (`group_coverage` of the rounded perm per output group; None without groups)."""
         with torch.no_grad():
             matrix = self.matrix()
             perm = round_to_permutation(matrix)
@@ -106,4 +108,8 @@ class SoftShuffle(LearnedStructure):
                     torch.linalg.matrix_norm(matrix - permutation_matrix(perm, matrix.dtype))
                 ),
                 "moved": moved,
+                "density": float((matrix != 0).sum()) / matrix.numel(),
+                "coverage": None
+                if self.groups is None
+                else group_coverage(perm, self.groups).tolist(),
             }

@@ -223,6 +223,16 @@ def _structure_summary(model: nn.Module) -> tuple[list[dict], float | None, floa
     return layers, sum(r["penalty"] for r in layers), distance
 
 
+def _density(layers: list[dict]) -> float | None:
+    """The fraction of non-zero entries over every shuffle matrix (None without any): how
+    sparse the mixing has become."""
+    rows = [r for r in layers if r.get("density") is not None]
+    if not rows:
+        return None
+    sizes = [r["channels"] ** 2 for r in rows]
+    return sum(r["density"] * n for r, n in zip(rows, sizes, strict=True)) / sum(sizes)
+
+
 class _Run:
     """The state of one run between epochs; `train()` drives it to the end."""
 
@@ -537,11 +547,11 @@ class _Run:
                     f"non-finite validation loss after epoch {self.epoch} ({val_loss}); "
                     f"{self._kept()}; try a lower --lr or --penalty-weight"
                 )
-            _, penalty, distance = _structure_summary(self.model)
+            layers, penalty, distance = _structure_summary(self.model)
             row = {"epoch": self.epoch, **row, "val_loss": val_loss, "val_acc": val_acc}
             if config.certify is not None:
                 row["val_certified_acc"] = val_certified
-            row |= {"penalty": penalty, "distance": distance}
+            row |= {"penalty": penalty, "distance": distance, "density": _density(layers)}
             self.history.append(row)
             if self.ctx.is_main:
                 self.save()
