@@ -351,8 +351,9 @@ def run_on_device(channels=(24, 116, 232, 1024)) -> None:
     float32 matmul precisions), so that the driver loads their kernels for `device_report`."""
     import torch
 
-    from . import mixing, penalty, spline
+    from . import ell_mix, mixing, penalty, spline
     from .launches import (
+        _ell_dtype_pairs,
         _matmul_precision,
         _mix_dtype_pairs,
         _penalty_dtypes,
@@ -395,6 +396,14 @@ def run_on_device(channels=(24, 116, 232, 1024)) -> None:
                 for K in _spline_knots():
                     c = torch.randn(C, K, device="cuda")
                     spline.spline_backward(x, x, c, 0.1, torch.empty_like(x), True)
+        for x_dtype, a_dtype in _ell_dtype_pairs():
+            for fmt in (torch.contiguous_format, torch.channels_last):
+                x = torch.randn(8, C, 14, 14, device="cuda", dtype=x_dtype)
+                x = x.contiguous(memory_format=fmt)
+                M = torch.rand(C, C, device="cuda", dtype=a_dtype)
+                index = torch.randint(-1, C, (C, 3), device="cuda")
+                ell_mix.ell_mix_forward(x, M, index, torch.empty_like(x))
+                ell_mix.ell_mix_forward(x, M.t(), index, torch.empty_like(x))
     torch.cuda.synchronize()
 
 

@@ -1,13 +1,13 @@
 """Every launch configuration that the Triton launchers choose, found by running the launchers.
 
-The launchers of `mixing.py`, `penalty.py` and `spline.py` pick block sizes, dtypes and constexpr
-switches from their inputs. `recorded_launches()` runs each launcher over the inputs the ops can
-hand it (every dtype pair that `autoshuffle_ext.ops` routes to Triton, both memory formats, every
-combination of optional outputs, every matmul precision setting, channel counts at and around each
-power of two up to 4096, every bin block of the spline backward) on meta tensors, with the
-module's `@triton.jit` kernels swapped for recorders, and returns one launch per distinct
-configuration: kernel, constexpr arguments, pointer dtypes. The list follows the launchers' code:
-a new block choice, dtype or kernel shows up here by itself.
+The launchers of `mixing.py`, `penalty.py`, `spline.py` and `ell_mix.py` pick block sizes, dtypes
+and constexpr switches from their inputs. `recorded_launches()` runs each launcher over the inputs
+the ops can hand it (every dtype pair that `autoshuffle_ext.ops` routes to Triton, both memory
+formats, every combination of optional outputs, every matmul precision setting, channel counts at
+and around each power of two up to 4096, every bin block of the spline backward) on meta tensors,
+with the module's `@triton.jit` kernels swapped for recorders, and returns one launch per distinct
+configuration: kernel, constexpr arguments, pointer dtypes. The list follows the launchers' code: a
+new block choice, dtype or kernel shows up here by itself.
 
 Nothing is computed and no GPU is needed; `gpu_compile.py` compiles the launches for GPU targets.
 """
@@ -24,11 +24,11 @@ from typing import Any
 import torch
 import triton
 
-from . import mixing, penalty, spline
+from . import ell_mix, mixing, penalty, spline
 
 __all__ = ["KERNEL_MODULES", "Launch", "kernels_of", "recorded_launches"]
 
-KERNEL_MODULES = (penalty, mixing, spline)
+KERNEL_MODULES = (penalty, mixing, spline, ell_mix)
 
 # Channel counts that the launchers are driven with: each power of two up to 4096 and its
 # neighbours, so that every threshold at a power of two (next_power_of_2, min/max clamps) is seen
@@ -176,6 +176,22 @@ def _spline_knots() -> list[int]:
     return sorted({spline.bin_block(k): k for k in reversed(counts)}.values())
 
 
+def _ell_dtype_pairs() -> list[tuple[torch.dtype, torch.dtype]]:
+    """(x dtype, A dtype) pairs of the sparse mixing kernel: x float16/bfloat16/float32, A float32
+    or x's dtype (the contract of `autoshuffle_ext.ops.ell_reference`)."""
+    pairs = []
+    for x_dtype in (torch.float32, torch.bfloat16, torch.float16):
+        pairs += [(x_dtype, a_dtype) for a_dtype in dict.fromkeys((torch.float32, x_dtype))]
+    return pairs
+
+
+# Image sizes of the sparse mixing drive: the pixels-inner tile follows the pixel count (16 to
+# 128 pixels per run), so counts at, below and above each of those powers of two are driven;
+# powers of two first (the kept launch of a configuration is the first, aligned one).
+_ELL_IMAGES = ((4, 4), (4, 8), (8, 8), (8, 16), (16, 16), (1, 1), (3, 5), (5, 5), (7, 7), (9, 9),
+               (14, 14))  # fmt: skip
+
+
 def _empty(shape, dtype, channels_last=False) -> torch.Tensor:
     t = torch.empty(shape, device="meta", dtype=dtype)
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
@@ -225,6 +241,24 @@ def _drive_spline(C: int, dtype: torch.dtype) -> Iterator[str]:
                 spline.spline_backward(x, x, c, 0.1, dx, need_dc)
 
 
+def _drive_ell_mix(C: int, x_dtype: torch.dtype, a_dtype: torch.dtype) -> Iterator[str]:
+    # K is not specialised (do_not_specialize): K = 1 and K = 3 compile the same kernel. A = M
+    # (the forward) comes first, then the transposed view M.t() of the input gradient.
+    # Channels-last first: a 1x1 contiguous x also takes the channels-inner tile, and the kept
+    # launch of a configuration should be that of a real image.
+    for channels_last, (h, w), K, transpose in itertools.product(
+        (True, False), _ELL_IMAGES, (1, 3), (False, True)
+    ):
+        x = _empty((2, C, h, w), x_dtype, channels_last)
+        A = _empty((C, C), a_dtype)
+        A = A.t() if transpose else A
+        index = _empty((C, K), torch.int64)
+        yield (f"ell_mix_forward(x[2, {C}, {h}, {w}] {x_dtype}"
+               f"{' channels_last' if channels_last else ''}, A{'.t()' if transpose else ''} "
+               f"{a_dtype}, K={K})")  # fmt: skip
+        ell_mix.ell_mix_forward(x, A, index, torch.empty_like(x))
+
+
 def _drivers() -> Iterator[tuple[str, Iterator[str]]]:
     """(matmul precision, launcher run) pairs; each run yields a description before each call."""
     for precision in ("highest", "high"):
@@ -236,6 +270,11 @@ def _drivers() -> Iterator[tuple[str, Iterator[str]]]:
             if precision == "highest":  # no matmul in the spline kernels
                 for dtype in _spline_dtypes():
                     yield precision, _drive_spline(C, dtype)
+    # No matmul in the sparse mixing kernel. Channel counts from 16 on first: the kept launch of a
+    # configuration then has no channel count specialised to 1.
+    for C in sorted(CHANNELS, key=lambda c: c < 16):
+        for x_dtype, a_dtype in _ell_dtype_pairs():
+            yield "highest", _drive_ell_mix(C, x_dtype, a_dtype)
 
 
 def recorded_launches() -> list[Launch]:

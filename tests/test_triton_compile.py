@@ -83,10 +83,13 @@ def test_every_kernel_and_dtype_is_covered(compiled):
         "_shuffle_mix_bwd_kernel",
         "_spline_fwd_kernel",
         "_spline_bwd_kernel",
+        "_ell_mix_kernel",
     }, kernels
     for kernel in kernels:
         first = {r["dtypes"][0] for r in results if r["kernel"] == kernel}
         assert first == {"fp32", "bf16", "fp16"}, (kernel, first)
-    precisions = {r["constexprs"].get("PRECISION") for r in results if "mix" in r["kernel"]}
+    precisions = {
+        r["constexprs"].get("PRECISION") for r in results if r["kernel"].startswith("_shuffle_mix")
+    }
     assert precisions == {"ieee", "tf32"}
     assert compiled["returncode"] == (1 if _failures(results) else 0), compiled["output"][-2000:]
