@@ -17,14 +17,18 @@ from torch import nn
 from ..doubly_stochastic import DEFAULT_SCALING_ITERS, project_doubly_stochastic_
 from ..ops.mixing import shuffle_mix
 from ..ops.penalty import l1l2_penalty
+from ..ops.sparse_mix import sparse_mix, sparse_mix_index
 from .hard import check_channels
 from .init import DEFAULT_BLEND, initial_matrix
 from .soft import SoftShuffle
 
-__all__ = ["DEFAULT_PENALTY_WEIGHT", "LearnedShuffle"]
+__all__ = ["DEFAULT_PENALTY_WEIGHT", "DEFAULT_SPARSE_BELOW", "LearnedShuffle"]
 
 # lambda of P(M); the training program's --penalty-weight sets it (and only ramps it).
 DEFAULT_PENALTY_WEIGHT = 0.5
+# The sparse mixing serves M once every row and column has at most this fraction of non-zeros:
+# below it the gathered multiply-adds beat the dense GEMMs (bench/RESULTS.md, the crossover).
+DEFAULT_SPARSE_BELOW = 0.125
 
 
 class LearnedShuffle(SoftShuffle):
@@ -39,15 +43,22 @@ class LearnedShuffle(SoftShuffle):
             report's "moved" then counts against it); see `initial_matrix`.
         penalty_weight: lambda, the factor of P(M) in `penalty()`.
         projection_iters: column/row scaling rounds of `project_` (then a short polish).
+        sparse_below: the sparse mixing (`sparse_mix`) serves M whenever each of its rows and
+            columns has at most `sparse_below * C` non-zeros (0: always the dense op).
         blend, noise, generator: passed to `initial_matrix`.
 
     The forward pass runs the fused mixing op, which also returns P(M); `penalty()` reuses that
     value while M is unchanged, so the penalty's gradient joins the mixing backward in one pass.
+    Once the projection has made M sparse enough, the forward runs `sparse_mix` instead: the
+    product and the input gradient through M's non-zeros, the gradient of M still dense. Both
+    paths give the same values up to the order of float additions. Under torch.compile the
+    dense op always serves (the sparse form's width depends on M's values).
 
     Raises:
         TypeError: num_channels or groups not an int.
         ValueError: bad shape, a penalty_weight that is negative or not finite, a negative
-            projection_iters, or bad init arguments (see `initial_matrix`).
+            projection_iters, a sparse_below outside [0, 1], or bad init arguments (see
+            `initial_matrix`).
     """
 
     def __init__(
@@ -58,6 +69,7 @@ class LearnedShuffle(SoftShuffle):
         penalty_weight: float = DEFAULT_PENALTY_WEIGHT,
         *,
         projection_iters: int = DEFAULT_SCALING_ITERS,
+        sparse_below: float = DEFAULT_SPARSE_BELOW,
         blend: float = DEFAULT_BLEND,
         noise: float = 1e-2,
         generator: torch.Generator | None = None,
@@ -67,8 +79,13 @@ class LearnedShuffle(SoftShuffle):
             raise ValueError(f"penalty_weight must be >= 0 and finite, got {penalty_weight}")
         if projection_iters < 0:
             raise ValueError(f"projection_iters must be >= 0, got {projection_iters}")
+        if not 0 <= sparse_below <= 1:
+            raise ValueError(f"sparse_below must lie in [0, 1], got {sparse_below}")
         self.penalty_weight = float(penalty_weight)
         self.projection_iters = projection_iters
+        self.sparse_below = float(sparse_below)
+        self._sparse_key: tuple | None = None  # the M the sparse form below was taken from
+        self._sparse_index: tuple[torch.Tensor, torch.Tensor] | None = None
         matrix = initial_matrix(
             num_channels, groups, init, blend=blend, noise=noise, generator=generator
         )
@@ -79,9 +96,29 @@ class LearnedShuffle(SoftShuffle):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_channels(x, self.num_channels, type(self).__name__)
-        y, p = shuffle_mix(x, self.weight)
+        index = self.sparse_index()
+        if index is None:
+            y, p = shuffle_mix(x, self.weight)
+        else:
+            y, p = sparse_mix(x, self.weight, *index), l1l2_penalty(self.weight)
         self.remember_penalty(p)  # `penalty()` reuses it while M is unchanged
         return y
+
+    def sparse_index(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(rows, cols) of `sparse_mix` when M is sparse enough for it (see `sparse_below`),
+        else None. Taken again only when M has changed (its version counter), i.e. once per
+        optimizer step; on CUDA that is one host sync per step."""
+        if self.sparse_below == 0 or torch.compiler.is_compiling():
+            return None
+        w = self.weight
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if key != self._sparse_key:
+            rows, cols = sparse_mix_index(w)
+            width = max(rows.shape[1], cols.shape[1])
+            sparse = width <= self.sparse_below * self.num_channels
+            self._sparse_index = (rows, cols) if sparse else None
+            self._sparse_key = key
+        return self._sparse_index
 
     def raw_penalty(self) -> torch.Tensor:
         """P(M) (0-d), differentiable in M."""
@@ -113,5 +150,5 @@ class LearnedShuffle(SoftShuffle):
     def extra_repr(self) -> str:
         return (
             f"num_channels={self.num_channels}, groups={self.groups}, "
-            f"penalty_weight={self.penalty_weight}"
+            f"penalty_weight={self.penalty_weight}, sparse_below={self.sparse_below}"
         )

@@ -14,7 +14,7 @@ from torch import nn
 from ..doubly_stochastic import DEFAULT_SCALING_ITERS
 from .factory import SHUFFLE_KINDS, make_shuffle
 from .init import DEFAULT_BLEND, INITS
-from .learned import DEFAULT_PENALTY_WEIGHT
+from .learned import DEFAULT_PENALTY_WEIGHT, DEFAULT_SPARSE_BELOW
 from .structure_config import StructureConfig, register_config
 
 __all__ = ["ShuffleConfig"]
@@ -27,6 +27,7 @@ _ARGS = {
     "blend": "shuffle_blend",
     "projection_iters": "projection_iters",
     "lr": "shuffle_lr",
+    "sparse_below": "sparse_below",
 }
 
 
@@ -45,6 +46,9 @@ class ShuffleConfig(StructureConfig):
     noise: relative noise on the start that breaks the symmetry between channels.
     projection_iters: row/column scaling rounds of the projection after each step.
     lr: peak learning rate of the shuffle matrices (None: the optimizer's).
+    sparse_below: a learned M is mixed by its non-zeros only (`sparse_mix`) once each row and
+        column has at most this fraction of non-zeros; 0: always dense. Speed only: both paths
+        give the same values up to the order of float additions.
     temperature, sinkhorn_iters: of "sinkhorn" (`SinkhornShuffle`'s temperature and iters).
     """
 
@@ -55,6 +59,7 @@ class ShuffleConfig(StructureConfig):
     noise: float = 1e-2
     projection_iters: int = DEFAULT_SCALING_ITERS
     lr: float | None = None
+    sparse_below: float = DEFAULT_SPARSE_BELOW
     temperature: float = 1.0
     sinkhorn_iters: int = 10
 
@@ -82,6 +87,8 @@ class ShuffleConfig(StructureConfig):
             problems.append(f"sinkhorn_iters must be >= 1, got {self.sinkhorn_iters}")
         if self.lr is not None and not 0 <= self.lr < math.inf:
             problems.append(f"lr must be >= 0 and finite, got {self.lr}")
+        if not 0 <= self.sparse_below <= 1:
+            problems.append(f"sparse_below must lie in [0, 1], got {self.sparse_below}")
         return problems
 
     def label(self) -> str:
@@ -106,6 +113,7 @@ class ShuffleConfig(StructureConfig):
             options |= {
                 "penalty_weight": self.penalty_weight,
                 "projection_iters": self.projection_iters,
+                "sparse_below": self.sparse_below,
             }
         elif self.kind == "random":
             options = {"generator": generator}
@@ -155,6 +163,14 @@ class ShuffleConfig(StructureConfig):
             type=float,
             default=None,
             help="peak learning rate of the shuffle matrices (default: --lr)",
+        )
+        group.add_argument(
+            "--sparse-below",
+            type=float,
+            default=d.sparse_below,
+            help="mix a learned M through its non-zeros only (sparse product and input "
+            "gradient, dense gradient of M) once every row and column of M has at most this "
+            "fraction of non-zeros; 0: always dense (speed only, the values are the same)",
         )
 
     @classmethod

@@ -112,6 +112,8 @@ SMALL_PLANE = 64
 def mix_weight_grad_aten(dy: Tensor, x: Tensor) -> Tensor:
     """sum over batch and pixels of dy x^T ([C, C], float32 or float64)."""
     acc = norm_dtype(x.dtype)
+    if x.numel() == 0:  # an empty batch: nothing to sum (and no pixel count to infer)
+        return x.new_zeros(x.shape[1], x.shape[1], dtype=acc)
     if mix_is_channels_last(dy) and mix_is_channels_last(x):
         return torch.mm(_rows(dy).t(), _rows(x)).to(acc)
     dy_planes, x_planes = _planes(dy), _planes(x)
