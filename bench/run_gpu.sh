@@ -9,7 +9,11 @@
 #    spills beside the compile-time figures: a spill on the device fails (compiled.log);
 # 3. runs the whole test suite natively (Triton compiled for the GPU, no interpreter);
 # 4. runs every benchmark file on CUDA (pytest-benchmark, JSON + table);
-# 5. measures the device copy bandwidth and the Triton mixing kernel against cuBLAS.
+# 5. measures the device copy bandwidth and the Triton mixing kernel against cuBLAS;
+# 6. when a CIFAR folder is at EXPERIMENT_DATA (default data/cifar10; carry it to the device),
+#    runs the paper's experiment (bench/shuffle_experiment.py: fixed, none, random, learned and
+#    a late-penalty recipe, 3 seeds, 30 epochs, 4 training processes sharing the GPU) for at most
+#    EXPERIMENT_SECONDS (default 300); the same command again resumes it where it stopped.
 #
 # Results go to $OUT when set, else bench/gpu-results/. Needs python3 with a CUDA torch, triton,
 # pytest, numpy, scipy. Without internet, pytest-benchmark and hypothesis are installed from a
@@ -59,8 +63,8 @@ import autoshuffle_ext as asx
 
 assert torch.cuda.is_available(), "no CUDA device"
 assert asx.extension_available(), "the compiled library did not load"
-for op in ("channel_gather", "shuffle_mix_fwd", "shuffle_mix_bwd", "l1l2_penalty_fwd",
-           "l1l2_penalty_bwd"):
+for op in ("channel_gather", "shuffle_mix_fwd", "shuffle_mix_bwd", "ell_mix", "sparse_mix",
+           "l1l2_penalty_fwd", "l1l2_penalty_bwd"):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"autoshuffle_ext::{op}", "CUDA"), op
     print("CUDA kernel registered:", op)
 EOF
@@ -105,6 +109,23 @@ for shape in [(64, 240, 16, 16), (32, 232, 14, 14), (1, 116, 28, 28), (256, 464,
                   f"{k:9.4f} {gbs:12.0f}")
 EOF
 cat "$RESULTS/kernels.log"
+
+EXPERIMENT_DATA="${EXPERIMENT_DATA:-data/cifar10}"
+if [[ -d "$EXPERIMENT_DATA" ]]; then
+    # timeout stops it mid-run at worst: every run keeps its last epoch's checkpoint, and the
+    # report is written from whatever has finished (--report-only after a timeout).
+    step experiment timeout "${EXPERIMENT_SECONDS:-300}" python3 -m bench.shuffle_experiment \
+        --data-dir "$EXPERIMENT_DATA" --device cuda --parallel 4 --epochs 30 --seeds 0,1,2 \
+        --out "$RESULTS/experiment" \
+        --recipe late="--shuffle-init uniform --penalty-start 0.5 --penalty-ramp 0.9"
+    python3 -m bench.shuffle_experiment --data-dir "$EXPERIMENT_DATA" --epochs 30 \
+        --seeds 0,1,2 --out "$RESULTS/experiment" --report-only \
+        --recipe late="--shuffle-init uniform --penalty-start 0.5 --penalty-ramp 0.9" \
+        >"$RESULTS/experiment.md" 2>&1
+    tail -n 40 "$RESULTS/experiment.md"
+else
+    echo "== experiment skipped: no CIFAR folder at $EXPERIMENT_DATA"
+fi
 
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]} (logs in $RESULTS)"

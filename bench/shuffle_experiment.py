@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -125,6 +126,17 @@ def run_all(jobs: list[Job], args: argparse.Namespace) -> list[str]:
     running: dict[subprocess.Popen, Job] = {}
     failed = []
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; {len(todo)} to go", flush=True)
+    try:
+        _schedule(todo, running, failed, args, env, logs)
+    finally:  # stopped (a timeout's SIGTERM, ^C): the training processes stop with the runner
+        for proc in running:
+            proc.terminate()
+        for proc in running:
+            proc.wait()
+    return failed
+
+
+def _schedule(todo, running, failed, args, env, logs) -> None:
     while todo or running:
         while todo and len(running) < args.parallel:
             job = todo.pop(0)
@@ -142,7 +154,6 @@ def run_all(jobs: list[Job], args: argparse.Namespace) -> list[str]:
             if proc.returncode != 0:
                 failed.append(f"{job.variant} seed {job.seed}")
             print(f"{status} {job.variant} seed {job.seed}", flush=True)
-    return failed
 
 
 def _load(job: Job, out: Path) -> tuple[RunResult, list[dict], dict] | None:
@@ -309,6 +320,7 @@ def _plot(runs: dict[str, list], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through run_all's finally
     jobs = jobs_of(args)
     failed = [] if args.report_only else run_all(jobs, args)
     print(report(jobs, args))

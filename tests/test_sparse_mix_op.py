@@ -59,6 +59,17 @@ def test_ell_index_lists_every_nonzero_in_order():
     assert (ell_index(torch.zeros(3, 3)) == -1).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_ell_index_op_equals_reference(dtype):
+    g = torch.Generator().manual_seed(12)
+    for C in (1, 5, 24, 37):
+        M = sparse_matrix(C, g).to(dtype)
+        for A in (M, M.t(), torch.zeros(C, C, dtype=dtype)):
+            assert torch.equal(torch.ops.autoshuffle_ext.ell_index(A), ell_index(A))
+    rows, cols = sparse_mix_index(M)
+    assert torch.equal(rows, ell_index(M)) and torch.equal(cols, ell_index(M.t()))
+
+
 @pytest.mark.parametrize(("shape", "layout"), CASES, ids=IDS)
 @pytest.mark.parametrize("transpose", [False, True])
 def test_ell_mix_matches_reference(shape, layout, transpose):
@@ -103,7 +114,8 @@ def test_permutation_is_an_exact_gather(layout):
     x = to_layout(torch.randn(3, 48, 6, 6, generator=g), layout)
     perm = torch.randperm(48, generator=g)
     M = asx.permutation_matrix(perm, torch.float32)
-    assert torch.equal(sparse_mix(x, M), x[:, perm])
+    y, p = sparse_mix(x, M)
+    assert torch.equal(y, x[:, perm]) and p == 0
 
 
 @pytest.mark.parametrize(("shape", "layout"), CASES, ids=IDS)
@@ -114,11 +126,12 @@ def test_sparse_mix_equals_dense_mix_and_its_gradients(shape, layout):
     dy = torch.randn(shape, generator=g, dtype=torch.float64)
     xs, Ms = x.clone().requires_grad_(), M.clone().requires_grad_()
     xd, Md = x.clone().requires_grad_(), M.clone().requires_grad_()
-    ys = sparse_mix(xs, Ms)
-    yd, _ = shuffle_mix(xd, Md)
-    (ys * dy).sum().backward()
-    (yd * dy).sum().backward()
+    ys, ps = sparse_mix(xs, Ms)
+    yd, pd = shuffle_mix(xd, Md)
+    ((ys * dy).sum() + 0.3 * ps).backward()
+    ((yd * dy).sum() + 0.3 * pd).backward()
     torch.testing.assert_close(ys, yd, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ps, pd, rtol=1e-12, atol=1e-12)
     assert ys.stride() == yd.stride() or ys.numel() == 0
     torch.testing.assert_close(xs.grad, xd.grad, rtol=1e-12, atol=1e-12)
     # dM is dense: the entries at zero get their gradient too, so they can come back.
@@ -135,9 +148,7 @@ def test_gradcheck_reverse_and_forward_mode():
         x.requires_grad_()
         M.requires_grad_()
         # The index follows M, so a perturbed zero entry joins it: the dense function's Jacobian.
-        assert torch.autograd.gradcheck(
-            lambda x, M: sparse_mix(x, M), (x, M), check_forward_ad=True
-        )
+        assert torch.autograd.gradcheck(sparse_mix, (x, M), check_forward_ad=True)
 
 
 def test_forward_mode_tangents():
@@ -149,10 +160,11 @@ def test_forward_mode_tangents():
     tx, tm = torch.randn_like(x), torch.randn_like(M)
     rows, cols = sparse_mix_index(M)
     with fwAD.dual_level():
-        y = sparse_mix(fwAD.make_dual(x, tx), fwAD.make_dual(M, tm), rows, cols)
-        tangent = fwAD.unpack_dual(y).tangent
+        y, p = sparse_mix(fwAD.make_dual(x, tx), fwAD.make_dual(M, tm), rows, cols)
+        y_t, p_t = fwAD.unpack_dual(y).tangent, fwAD.unpack_dual(p).tangent
     expected = shuffle_mix(tx, M)[0] + shuffle_mix(x, tm)[0]
-    torch.testing.assert_close(tangent, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y_t, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p_t, (asx.l1l2_penalty_grad(M) * tm).sum(), rtol=1e-12, atol=1e-12)
 
 
 def test_opcheck():
@@ -161,13 +173,19 @@ def test_opcheck():
         x = to_layout(torch.randn(shape, generator=g, dtype=torch.float64), layout)
         M = sparse_matrix(shape[1], g)
         rows, cols = sparse_mix_index(M)
+        opcheck(torch.ops.autoshuffle_ext.ell_index.default, (M,))  # a data-dependent width
         opcheck(torch.ops.autoshuffle_ext.ell_mix.default, (x, M, rows))
         opcheck(torch.ops.autoshuffle_ext.ell_mix.default, (x, M.t(), cols))
         xg, Mg = x.clone().requires_grad_(), M.clone().requires_grad_()
         opcheck(torch.ops.autoshuffle_ext.sparse_mix.default, (xg, Mg, rows, cols))
         dy = torch.randn(shape, generator=g, dtype=torch.float64)
-        for need_x, need_m in [(True, True), (False, True), (True, False)]:
-            args = (dy, x, M, cols, need_x, need_m)
+        half = torch.tensor(0.5, dtype=torch.float64)
+        for grad_p, need_x, need_m in [
+            (half, True, True),
+            (None, False, True),
+            (None, True, False),
+        ]:
+            args = (dy, grad_p, x, M, cols, need_x, need_m)
             opcheck(torch.ops.autoshuffle_ext.sparse_mix_backward.default, args)
 
 
@@ -178,8 +196,8 @@ def test_compile_fullgraph_forward_and_backward():
     rows, cols = sparse_mix_index(M)
 
     def loss(x, M):
-        y = sparse_mix(x, M, rows, cols)
-        return (y * y).sum(), y
+        y, p = sparse_mix(x, M, rows, cols)
+        return (y * y).sum() + 0.5 * p, y
 
     xe, Me = x.clone().requires_grad_(), M.clone().requires_grad_()
     xc, Mc = x.clone().requires_grad_(), M.clone().requires_grad_()
@@ -195,7 +213,7 @@ def test_compile_fullgraph_forward_and_backward():
 def test_double_backward_is_refused():
     x = torch.randn(2, 5, 3, 3, dtype=torch.float64, requires_grad=True)
     M = sparse_matrix(5, torch.Generator().manual_seed(9)).requires_grad_()
-    (gx,) = torch.autograd.grad(sparse_mix(x, M).square().sum(), x, create_graph=True)
+    (gx,) = torch.autograd.grad(sparse_mix(x, M)[0].square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="not differentiable"):
         gx.sum().backward()
 

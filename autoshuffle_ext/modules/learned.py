@@ -100,7 +100,7 @@ class LearnedShuffle(SoftShuffle):
         if index is None:
             y, p = shuffle_mix(x, self.weight)
         else:
-            y, p = sparse_mix(x, self.weight, *index), l1l2_penalty(self.weight)
+            y, p = sparse_mix(x, self.weight, *index)
         self.remember_penalty(p)  # `penalty()` reuses it while M is unchanged
         return y
 

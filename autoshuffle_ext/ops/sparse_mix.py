@@ -17,18 +17,21 @@ Ops (`torch.ops.autoshuffle_ext.*`):
   (csrc/cpu/ell_mix.cpp, both layouts); CUDA: Triton (`autoshuffle_ext.kernels.ell_mix`) for
   float16/bfloat16/float32; elsewhere, and without the compiled library, the reference. Not
   differentiable itself.
-* `sparse_mix(x, M, rows, cols) -> y`: y = M x, differentiable in x and M, reverse and forward
-  mode; `rows` = `ell_index(M)`, `cols` = `ell_index(M.t())` must list M's non-zeros (an entry
-  left out counts as zero in y and dX, but not in dM). Its backward runs
-  `sparse_mix_backward(dy, x, M, cols, need_x, need_M) -> (dx, dM)` (an output not needed is
-  empty, [0]); dM is the dense GEMM of `mixing.mix_weight_grad_aten`.
+* `ell_index(A) -> index`: the padded row lists of A's non-zeros (its width is data-dependent;
+  C++ on the CPU, one pass and no sort; the reference `ell_reference.ell_index` elsewhere).
+* `sparse_mix(x, M, rows, cols) -> (y, P(M))`: as `shuffle_mix`, differentiable in x and M,
+  reverse and forward mode; `rows` = `ell_index(M)`, `cols` = `ell_index(M.t())` must list M's
+  non-zeros (an entry left out counts as zero in y and dX, but not in dM). Its backward runs
+  `sparse_mix_backward(dy, grad_p, x, M, cols, need_x, need_M) -> (dx, dM)` (an output not
+  needed is empty, [0]); dM is the dense GEMM of `mixing.mix_weight_grad_aten` plus
+  grad_p * dP/dM, as in `shuffle_mix`'s fused backward.
 
 Layouts and dtypes as `shuffle_mix`: x is [N, C, ...]; y is channels-last when x's channel stride
 is 1, else contiguous; x is float16/bfloat16/float32/float64 and M has x's dtype or is float32
 with a half x (accumulation in float32, float64 for float64).
 
-`sparse_mix` carries no penalty: the modules add `l1l2_penalty(M)`, whose backward is its own
-C x C pass, negligible beside the products.
+The penalty is computed beside the product (C x C work) so that the module makes one op call
+per step on either path.
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ from torch import Tensor
 from .._extension import extension_available
 from .ell_reference import ell_index, ell_mix_reference
 from .mixing import check_mix_inputs, empty_mix_output, mix_aten, mix_weight_grad_aten
+from .penalty import penalty_grad_aten, penalty_norms_aten
 
-__all__ = ["ell_index", "ell_mix", "sparse_mix", "sparse_mix_index"]
+__all__ = ["ell_mix", "sparse_mix", "sparse_mix_index"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _TAGS = (torch.Tag.needs_fixed_stride_order, torch.Tag.pt2_compliant_tag)
@@ -133,31 +137,70 @@ def ell_mix(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
     return torch.ops.autoshuffle_ext.ell_mix(x, A, index)
 
 
+# ---- ell_index: the sparse form, one pass over M ----
+
+
+def _ell_index_fallback(A: Tensor) -> Tensor:
+    return ell_index(A)
+
+
+if not extension_available():
+    _LIB.define("ell_index(Tensor A) -> Tensor", tags=(torch.Tag.pt2_compliant_tag,))
+    _LIB.impl("ell_index", _ell_index_fallback, "CPU")
+_LIB.impl("ell_index", _ell_index_fallback, "CUDA")
+
+
+@torch.library.register_fake("autoshuffle_ext::ell_index")
+def _(A: Tensor) -> Tensor:
+    width = torch.library.get_ctx().new_dynamic_size(min=1)  # the most non-zeros of a row
+    return A.new_empty((A.shape[0], width), dtype=torch.int64)
+
+
 def sparse_mix_index(M: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows, cols) of `sparse_mix`: the padded non-zero lists of M's rows and of its columns."""
-    with torch.no_grad():
-        return ell_index(M), ell_index(M.t())
+    """(rows, cols) of `sparse_mix`: the padded non-zero lists of M's rows and of its columns
+    (`ell_index` of M and of M^T; one pass over M each on the CPU, no sort)."""
+    M = M.detach()  # an integer result: no gradient, and no dual number in forward mode
+    return torch.ops.autoshuffle_ext.ell_index(M), torch.ops.autoshuffle_ext.ell_index(M.t())
 
 
-# ---- sparse_mix: the differentiable op over ell_mix ----
+# ---- sparse_mix: the differentiable op over ell_mix, with the penalty ----
 
-_LIB.define("sparse_mix(Tensor x, Tensor M, Tensor rows, Tensor cols) -> Tensor", tags=_TAGS)
 _LIB.define(
-    "sparse_mix_backward(Tensor dy, Tensor x, Tensor M, Tensor cols, bool need_x, bool need_M) "
-    "-> (Tensor, Tensor)",
+    "sparse_mix(Tensor x, Tensor M, Tensor rows, Tensor cols) -> (Tensor, Tensor)", tags=_TAGS
+)
+_LIB.define(
+    "sparse_mix_backward(Tensor dy, Tensor? grad_p, Tensor x, Tensor M, Tensor cols, "
+    "bool need_x, bool need_M) -> (Tensor, Tensor)",
     tags=_TAGS,
 )
 
 
-def _sparse_mix_kernel(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    return torch.ops.autoshuffle_ext.ell_mix(x, M, rows)
+def _sparse_mix_kernel(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.ops.autoshuffle_ext.ell_mix(x, M, rows), penalty_norms_aten(M)[0]
+
+
+def _penalty_term(grad_p: Tensor, M: Tensor) -> Tensor:
+    """grad_p * dP/dM, in the accumulation dtype."""
+    _, row, col = penalty_norms_aten(M)
+    return grad_p.to(row.dtype) * penalty_grad_aten(M, row, col)
 
 
 def _sparse_mix_backward_kernel(
-    dy: Tensor, x: Tensor, M: Tensor, cols: Tensor, need_x: bool, need_M: bool
+    dy: Tensor,
+    grad_p: Tensor | None,
+    x: Tensor,
+    M: Tensor,
+    cols: Tensor,
+    need_x: bool,
+    need_M: bool,
 ) -> tuple[Tensor, Tensor]:
     dx = torch.ops.autoshuffle_ext.ell_mix(dy, M.t(), cols) if need_x else x.new_empty(0)
-    dm = mix_weight_grad_aten(dy, x).to(M.dtype) if need_M else M.new_empty(0)
+    dm = M.new_empty(0)
+    if need_M:
+        acc = mix_weight_grad_aten(dy, x)
+        if grad_p is not None:
+            acc = acc + _penalty_term(grad_p, M)
+        dm = acc.to(M.dtype)
     return dx, dm
 
 
@@ -167,13 +210,19 @@ for _device in ("CPU", "CUDA"):
 
 
 @torch.library.register_fake("autoshuffle_ext::sparse_mix")
-def _(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    return _ell_output(x)
+def _(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
+    return _ell_output(x), M.new_empty(())
 
 
 @torch.library.register_fake("autoshuffle_ext::sparse_mix_backward")
 def _(
-    dy: Tensor, x: Tensor, M: Tensor, cols: Tensor, need_x: bool, need_M: bool
+    dy: Tensor,
+    grad_p: Tensor | None,
+    x: Tensor,
+    M: Tensor,
+    cols: Tensor,
+    need_x: bool,
+    need_M: bool,
 ) -> tuple[Tensor, Tensor]:
     dx = _ell_output(dy) if need_x else x.new_empty(0)
     dm = M.new_empty(M.shape) if need_M else M.new_empty(0)
@@ -197,10 +246,11 @@ _backward_op = torch.ops.autoshuffle_ext.sparse_mix_backward.default
 
 
 class _SparseMixFunction(torch.autograd.Function):
-    """y = M x: reverse mode (dX sparse, dM dense) and forward mode (y' = M x' + M' x)."""
+    """(y, P(M)) = (M x, P(M)): reverse mode (dX sparse; dM dense, with the penalty's term) and
+    forward mode (y' = M x' + M' x, P' = <dP/dM, M'>)."""
 
     @staticmethod
-    def forward(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor, keyset) -> Tensor:
+    def forward(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor, keyset):
         with torch._C._AutoDispatchBelowAutograd():
             return _OP.redispatch(keyset & torch._C._after_autograd_keyset, x, M, rows, cols)
 
@@ -211,25 +261,29 @@ class _SparseMixFunction(torch.autograd.Function):
         ctx.save_for_forward(x, M, rows, cols)
 
     @staticmethod
-    def backward(ctx, dy: Tensor):
+    def backward(ctx, dy: Tensor | None, grad_p: Tensor | None):
         x, M, _, cols = ctx.saved_tensors
         need_x, need_M = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dx, dm = _backward_op(dy, x, M, cols, need_x, need_M)
+        if dy is None:  # only the penalty is used
+            dm = _penalty_term(grad_p, M).to(M.dtype) if need_M and grad_p is not None else None
+            return None, dm, None, None, None
+        dx, dm = _backward_op(dy, grad_p, x, M, cols, need_x, need_M)
         return (dx if need_x else None), (dm if need_M else None), None, None, None
 
     @staticmethod
-    def jvp(ctx, x_t: Tensor | None, M_t: Tensor | None, _rows_t, _cols_t, _keyset_t) -> Tensor:
+    def jvp(ctx, x_t, M_t, _rows_t, _cols_t, _keyset_t):
         x, M, rows, cols = ctx.saved_tensors
-        out = None
-        if x_t is not None:  # M is fixed: the tangent of x mixes through M's sparsity
-            out = _OP(x_t.to(x.dtype), M, rows, cols)
+        y_t = torch.zeros_like(_ell_output(x))
+        p_t = M.new_zeros(())
+        if x_t is not None:  # M fixed: the tangent of x mixes through M's sparsity
+            y_t = y_t + _OP(x_t.to(x.dtype), M, rows, cols)[0]
         if M_t is not None:  # a tangent of M is dense
-            dense = mix_aten(x, M_t.to(M.dtype))
-            out = dense if out is None else out + dense
-        return out if out is not None else torch.zeros_like(_ell_output(x))
+            y_t = y_t + mix_aten(x, M_t.to(M.dtype))
+            p_t = (_penalty_term(M.new_ones(()), M) * M_t).sum().to(M.dtype)
+        return y_t, p_t
 
 
-def _autograd_kernel(keyset, x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+def _autograd_kernel(keyset, x: Tensor, M: Tensor, rows: Tensor, cols: Tensor):
     return _SparseMixFunction.apply(x, M, rows, cols, keyset)
 
 
@@ -238,8 +292,8 @@ _LIB.impl("sparse_mix", _autograd_kernel, "Autograd", with_keyset=True)
 
 def sparse_mix(
     x: Tensor, M: Tensor, rows: Tensor | None = None, cols: Tensor | None = None
-) -> Tensor:
-    """y = M x over channels, `y[:, i, ...] = sum_j M[i, j] * x[:, j, ...]`, through the
+) -> tuple[Tensor, Tensor]:
+    """(y, P(M)) as `shuffle_mix`, `y[:, i, ...] = sum_j M[i, j] * x[:, j, ...]`, through the
     non-zeros of M only (dM stays dense).
 
     Args:
@@ -249,9 +303,10 @@ def sparse_mix(
             this each step with an unchanged M can keep them).
 
     Returns:
-        y with x's shape and dtype (channels-last when x's channel stride is 1, else contiguous),
-        differentiable in x and M in reverse and forward mode. Equal to `shuffle_mix(x, M)[0]`
-        up to the order of the float additions (exact when M is a permutation matrix).
+        y with x's shape and dtype (channels-last when x's channel stride is 1, else contiguous)
+        and the 0-d penalty in M's dtype; differentiable in x and M in reverse and forward mode.
+        Equal to `shuffle_mix(x, M)` up to the order of the float additions (y is exact when M
+        is a permutation matrix).
 
     Raises:
         TypeError / ValueError: bad shapes, dtypes or devices (as `shuffle_mix`), or rows/cols

@@ -6,4 +6,5 @@
 
 TORCH_LIBRARY_IMPL(autoshuffle_ext, Autograd, m) {
   m.impl("ell_mix", torch::autograd::autogradNotImplementedFallback());
+  m.impl("ell_index", torch::autograd::autogradNotImplementedFallback());
 }

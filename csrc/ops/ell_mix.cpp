@@ -13,4 +13,7 @@ TORCH_LIBRARY_FRAGMENT(autoshuffle_ext, m) {
   // op x in eager's stride order.
   const std::vector<at::Tag> tags = {at::Tag::needs_fixed_stride_order, at::Tag::pt2_compliant_tag};
   m.def("ell_mix(Tensor x, Tensor A, Tensor index) -> Tensor", tags);
+  // The padded row lists of A's non-zeros, [C, K] int64 with K data-dependent (-1 past a row's
+  // last): the index ell_mix reads.
+  m.def("ell_index(Tensor A) -> Tensor", {at::Tag::pt2_compliant_tag});
 }
