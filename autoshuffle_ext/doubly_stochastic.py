@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ._extension import extension_available
 from .ops.channel_gather import is_permutation
 from .ops.penalty import check_square
 
@@ -132,6 +133,9 @@ def project_doubly_stochastic_(
             polish < 0.
         ValueError: M holds NaN or inf (checked first, M is left unchanged; one host sync on
             CUDA).
+
+    On the CPU (float32/float64, contiguous) a compiled kernel runs the same steps fused, with
+    its sums in float64; elsewhere, and without the compiled library, `project_aten_`.
     """
     check_square(M)
     if iters < 0:
@@ -145,6 +149,38 @@ def project_doubly_stochastic_(
             f"M must be finite to be projected, got NaN or inf entries (shape {tuple(M.shape)}, "
             f"{M.dtype})"
         )
+    n = M.shape[-1]
+    if _fusable(M):
+        stack = M.detach().view(-1, n, n)
+        torch.ops.autoshuffle_ext.project_doubly_stochastic_(stack, iters, polish)
+        # The kernel writes through a pointer: bump the version as ATen's in-place ops do (the
+        # learned shuffle keys its cached penalty and sparse form on it).
+        torch.autograd.graph.increment_version(M)
+        return M
+    return project_aten_(M, iters, polish)
+
+
+def _fusable(M: torch.Tensor) -> bool:
+    """Whether the compiled CPU kernel (csrc/cpu/projection.cpp) projects M: the same steps in
+    one pass of loops, instead of some 200 small tensor ops."""
+    return (
+        M.device.type == "cpu"
+        and M.dtype in (torch.float32, torch.float64)
+        and M.is_contiguous()
+        and extension_available()
+    )
+
+
+if extension_available():
+
+    @torch.library.register_fake("autoshuffle_ext::project_doubly_stochastic_")
+    def _(M: torch.Tensor, iters: int, polish: int) -> None:
+        return None
+
+
+def project_aten_(M: torch.Tensor, iters: int, polish: int) -> torch.Tensor:
+    """`project_doubly_stochastic_` in ATen ops, on any device (the reference of the CPU kernel;
+    the arguments are not checked again)."""
     n = M.shape[-1]
     M.clamp_(min=0)
     _normalise_peak_(M, iters)

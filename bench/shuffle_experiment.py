@@ -7,11 +7,12 @@ permutation and the density of the learned matrices.
         --parallel 4 --device cuda --out runs/experiment \\
         --recipe late="--shuffle-init uniform --penalty-start 0.5 --penalty-ramp 0.9"
 
-Every run is `autoshuffle-train --compare <kind> --seeds <seed>` into `<out>/<variant>/`, so the
-runs are the training program's own (checkpoints, metrics, reports). Finished runs are skipped
-and interrupted ones resumed, so a budget too short for the whole experiment is spent in slices:
-`--stop-after-epochs K` advances every run by K epochs per call (a lent GPU gives 10 minutes a
-command), and the same command again goes on. The report (`<out>/experiment.md`, `.json`,
+Every run is `autoshuffle-train --compare <kind> --seeds <seed>` into `<out>/<folder>/` (`main`,
+or the recipe's name), so the runs are the training program's own (checkpoints, metrics,
+reports; the folder's own `comparison.md` lists only the run that finished last). Finished runs
+are skipped and interrupted ones resumed, so a budget too short for the whole experiment is
+spent in slices: `--stop-after-epochs K` advances every run by K epochs per call (a lent GPU
+gives 10 minutes a command), and the same command again goes on. The report (`<out>/experiment.md`, `.json`,
 `curves.png`) is written from whatever has finished.
 """
 
@@ -318,11 +319,36 @@ def _plot(runs: dict[str, list], path: Path) -> None:
     plt.close(fig)
 
 
+def _other_budgets(jobs: list[Job], args: argparse.Namespace) -> list[str]:
+    """Finished runs of another --epochs in the folder: a table must not mix budgets."""
+    found = []
+    for job in jobs:
+        result = job.run_dir(args.out) / "result.json"
+        if result.exists() and json.loads(result.read_text())["epochs"] != args.epochs:
+            found.append(str(result.parent))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds through run_all's finally
     jobs = jobs_of(args)
-    failed = [] if args.report_only else run_all(jobs, args)
+    other = _other_budgets(jobs, args)
+    if other:
+        print(
+            f"{args.out} holds runs of another --epochs than {args.epochs} ({', '.join(other)}): "
+            "choose another --out",
+            file=sys.stderr,
+        )
+        return 2
+    failed = []
+    if not args.report_only:
+        # A timeout's SIGTERM unwinds through run_all's finally, which stops the training
+        # processes; the previous handler is back afterwards.
+        previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        try:
+            failed = run_all(jobs, args)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     print(report(jobs, args))
     if failed:
         print(f"failed runs (logs in {args.out / 'logs'}): {', '.join(failed)}", file=sys.stderr)

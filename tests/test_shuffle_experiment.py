@@ -61,6 +61,8 @@ def test_experiment_goes_on_in_slices(data, tmp_path):
     assert (run / "checkpoint.pt").exists() and not (run / "result.json").exists()
     assert main(args) == 0  # resumed for its second epoch: finished
     assert json.loads((run / "result.json").read_text())["epochs"] == 2
+    # Another budget into the same folder is refused: a table must not mix them.
+    assert main(_args(data, out, "--epochs", "3", "--variants", "fixed")) == 2
 
 
 def test_bad_recipe_is_refused(data, tmp_path, capsys):

@@ -51,8 +51,10 @@ class LearnedShuffle(SoftShuffle):
     value while M is unchanged, so the penalty's gradient joins the mixing backward in one pass.
     Once the projection has made M sparse enough, the forward runs `sparse_mix` instead: the
     product and the input gradient through M's non-zeros, the gradient of M still dense. Both
-    paths give the same values up to the order of float additions. Under torch.compile the
-    dense op always serves (the sparse form's width depends on M's values).
+    paths give the same values up to the order of float additions (under autocast the sparse
+    path multiplies by the float32 M, the dense one by M rounded to the activation's dtype: they
+    then differ by about one unit in the last place). Under torch.compile the dense op always
+    serves (the sparse form's width depends on M's values).
 
     Raises:
         TypeError: num_channels or groups not an int.
@@ -84,8 +86,7 @@ class LearnedShuffle(SoftShuffle):
         self.penalty_weight = float(penalty_weight)
         self.projection_iters = projection_iters
         self.sparse_below = float(sparse_below)
-        self._sparse_key: tuple | None = None  # the M the sparse form below was taken from
-        self._sparse_index: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.reset_sparse_index()
         matrix = initial_matrix(
             num_channels, groups, init, blend=blend, noise=noise, generator=generator
         )
@@ -106,19 +107,39 @@ class LearnedShuffle(SoftShuffle):
 
     def sparse_index(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(rows, cols) of `sparse_mix` when M is sparse enough for it (see `sparse_below`),
-        else None. Taken again only when M has changed (its version counter), i.e. once per
-        optimizer step; on CUDA that is one host sync per step."""
+        else None. Taken again only when M has changed (its version counter, address, dtype or
+        device), i.e. once per optimizer step: one count of M's non-zeros per row and column
+        (on CUDA one host sync), and the lists only when they will serve. A write through
+        `weight.data` bumps no version: call `reset_sparse_index()` after one."""
         if self.sparse_below == 0 or torch.compiler.is_compiling():
             return None
         w = self.weight
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         if key != self._sparse_key:
-            rows, cols = sparse_mix_index(w)
-            width = max(rows.shape[1], cols.shape[1])
-            sparse = width <= self.sparse_below * self.num_channels
-            self._sparse_index = (rows, cols) if sparse else None
+            # Normal tensors even under inference_mode: a training step may reuse them.
+            with torch.inference_mode(False), torch.no_grad():
+                nonzero = w != 0
+                widest = torch.stack([nonzero.sum(0).max(), nonzero.sum(1).max()]).max()
+                sparse = int(widest) <= self.sparse_below * self.num_channels
+                self._sparse_index = sparse_mix_index(w) if sparse else None
             self._sparse_key = key
         return self._sparse_index
+
+    def reset_sparse_index(self) -> None:
+        """Forgets the sparse form of M (`sparse_index` takes it again on the next call)."""
+        self._sparse_key = None
+        self._sparse_index = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_sparse_key": None, "_sparse_index": None}
+
+    def _apply(self, fn, recurse: bool = True):
+        self.reset_sparse_index()  # .to(), .half(): new values, perhaps the same address
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self.reset_sparse_index()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def raw_penalty(self) -> torch.Tensor:
         """P(M) (0-d), differentiable in M."""

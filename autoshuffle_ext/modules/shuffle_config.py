@@ -66,6 +66,7 @@ class ShuffleConfig(StructureConfig):
     name: ClassVar[str] = "shuffle"
     sites: ClassVar[str] = "shuffles"
     compare: ClassVar[str] = "shuffle"
+    runtime_fields: ClassVar[tuple[str, ...]] = ("sparse_below",)  # speed only
 
     def problems(self) -> list[str]:
         problems = []

@@ -52,11 +52,15 @@ class StructureConfig:
             (the modules `matches` accepts).
         compare: the argparse dest of the flag whose values `autoshuffle-train --compare` runs
             side by side (one config class declares it), or None.
+        runtime_fields: fields that change only the speed, not the trajectory: left out of a
+            checkpoint's identity, so a resumed run may change them.
     """
 
     name: ClassVar[str]
     sites: ClassVar[str] = "modules"
     compare: ClassVar[str | None] = None
+    # Fields that change only the speed: a resumed run may change them (see `identity`).
+    runtime_fields: ClassVar[tuple[str, ...]] = ()
 
     # -- options -------------------------------------------------------------------------------
 
@@ -81,6 +85,10 @@ class StructureConfig:
 
     def to_dict(self) -> dict:
         return {"structure": self.name, **dataclasses.asdict(self)}
+
+    def identity(self) -> dict:
+        """The fields a resumed checkpoint must match: all but `runtime_fields`."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.runtime_fields}
 
     # -- the pass --------------------------------------------------------------------------------
 

@@ -70,12 +70,13 @@ def _ell_output(x: Tensor) -> Tensor:
 
 
 def _ell_mix_cuda(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
-    if x.dtype not in (*_HALF, torch.float32):
-        return ell_mix_reference(x, A, index).contiguous(memory_format=_format_of(x))
+    C = x.shape[1]
+    if index.numel() and not bool(((index >= -1) & (index < C)).all()):  # one host sync
+        raise ValueError(f"ell_mix: index must hold columns in [0, {C}) or -1")
     from ..kernels import triton_available
 
-    if not triton_available():
-        return ell_mix_reference(x, A, index).contiguous(memory_format=_format_of(x))
+    if x.dtype not in (*_HALF, torch.float32) or not triton_available():
+        return _ell_mix_fallback(x, A, index)
     from ..kernels.ell_mix import ell_mix_forward
 
     out = _ell_output(x)
@@ -92,14 +93,9 @@ def _pixels_merge(t: Tensor) -> bool:
     return t.is_contiguous()
 
 
-def _format_of(x: Tensor) -> torch.memory_format:
-    if x.shape[1] > 1 and x.stride(1) == 1 and x.dim() in (4, 5):
-        return torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-    return torch.contiguous_format
-
-
 def _ell_mix_fallback(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
-    """The reference, in the op's output layout (the CPU kernel without the compiled library)."""
+    """The reference, in the op's output layout (the CPU kernel without the compiled library;
+    on CUDA for float64 or without Triton)."""
     y = _ell_output(x)
     return y.copy_(ell_mix_reference(x, A, index))
 

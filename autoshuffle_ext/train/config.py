@@ -151,7 +151,9 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The fields a resumed checkpoint must match (all but `RUNTIME_FIELDS`)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        values = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        values["structures"] = [c.identity() for c in self.structures]
+        return values
 
 
 def _cpu_device(name: str) -> bool:
