@@ -35,6 +35,22 @@ def snapshot(model: torch.nn.Module) -> dict:
     return {"density": nonzero / total, "sparse_share": sparse / len(shuffles)}
 
 
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Density (log scale) and the share served sparse (linear, right axis) against epochs."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    epochs = [float(r["epoch"]) for r in rows]
+    ax.semilogy(epochs, [float(r["density"]) for r in rows], color="tab:blue")
+    ax.set(xlabel="epoch", ylabel="non-zero fraction of M", title=title)
+    ax.grid(alpha=0.3)
+    share = ax.twinx()
+    share.plot(epochs, [float(r["sparse_share"]) for r in rows], color="tab:orange", lw=0.8)
+    share.set(ylabel="share of matrices served sparse", ylim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", required=True)
@@ -46,7 +62,13 @@ def main() -> None:
     p.add_argument("--shuffle-init", default="shuffle")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/density"))
+    p.add_argument("--plot-only", action="store_true", help="redraw from <out>/density.csv")
     args = p.parse_args()
+    if args.plot_only:
+        with open(args.out / "density.csv") as f:
+            rows = list(csv.DictReader(f))
+        plot(rows, args.out / "density.png", f"{args.model}, learned, init {args.shuffle_init}")
+        return
     config = TrainConfig(
         model=args.model,
         dataset=args.dataset,
@@ -79,24 +101,14 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    epochs = [r["epoch"] for r in rows]
-    ax.semilogy(epochs, [r["density"] for r in rows], label="non-zero fraction of M")
-    ax.plot(epochs, [max(r["sparse_share"], 1e-3) for r in rows], label="share served sparse")
-    ax.set(xlabel="epoch", title=f"{args.model}, learned, init {args.shuffle_init}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "density.png", dpi=100)
-    for level in (0.1, 0.05):
-        first = next((r for r in rows if r["density"] < level), None)
-        print(
-            f"density < {level:.0%}: "
-            + ("never" if first is None else f"epoch {first['epoch']:.2f}")
-        )
-    first = next((r for r in rows if r["sparse_share"] == 1), None)
-    print("every matrix sparse: " + ("never" if first is None else f"epoch {first['epoch']:.2f}"))
+    plot(rows, args.out / "density.png", f"{args.model}, learned, init {args.shuffle_init}")
+    for label, test in [
+        ("density < 10%", lambda r: r["density"] < 0.1),
+        ("density < 5%", lambda r: r["density"] < 0.05),
+        ("every matrix served sparse", lambda r: r["sparse_share"] == 1),
+    ]:
+        first = next((r for r in rows if test(r)), None)
+        print(f"{label}: " + ("never" if first is None else f"epoch {first['epoch']:.2f}"))
 
 
 if __name__ == "__main__":
