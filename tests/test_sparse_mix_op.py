@@ -366,3 +366,34 @@ def test_sparse_below_is_checked():
         asx.LearnedShuffle(8, 2, sparse_below=2)
     with pytest.raises(ValueError, match=r"sparse_below must lie in \[0, 1\], got -1"):
         asx.ShuffleConfig(sparse_below=-1)
+
+
+def test_a_network_on_the_sparse_path_has_the_dense_paths_gradients():
+    """A whole ShuffleNet with every learned M on the sparse path (sparse_below=1) against the
+    dense one (0): the same loss and gradients, up to float rounding. (Training runs do not stay
+    equal step for step: after a step the projection's threshold decides which of hundreds of
+    near-zero entries become exactly zero, and rounding decides some of them differently; their
+    accuracies are compared over seeds in bench/RESULTS.md.)"""
+    from autoshuffle_ext.models import build_model
+
+    nets = {}
+    for below in (1.0, 0.0):
+        torch.manual_seed(0)  # the same conv weights
+        config = asx.ShuffleConfig("learned", sparse_below=below)
+        gen = torch.Generator().manual_seed(0)
+        nets[below] = build_model("shufflenet_v1_g3_x0_25", 10, "cifar", (config,), gen, 16)
+    x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    losses = {}
+    for below, net in nets.items():
+        net.train()
+        loss = net(x).square().mean() + asx.penalty(net)
+        loss.backward()
+        losses[below] = loss.detach()
+    assert any(
+        m.sparse_index() is not None for m in nets[1.0].modules() if hasattr(m, "sparse_index")
+    )
+    torch.testing.assert_close(losses[1.0], losses[0.0], rtol=1e-6, atol=0)
+    pairs = zip(nets[1.0].named_parameters(), nets[0.0].named_parameters(), strict=True)
+    for (name, p1), (_, p0) in pairs:
+        scale = p0.grad.abs().max().item()
+        torch.testing.assert_close(p1.grad, p0.grad, rtol=0, atol=1e-4 * scale + 1e-7, msg=name)
