@@ -28,6 +28,7 @@ import triton.language as tl
 
 from . import norm_dtype
 from .penalty import norm_blocks, penalty_grad_tile, penalty_program, penalty_workspace
+from .tiles import tile_of
 
 __all__ = ["shuffle_mix_backward", "shuffle_mix_forward"]
 
@@ -55,13 +56,7 @@ def mix_tile(
 ):
     """Tile `pid` of y[n, i, p] = sum_k A[i, k] x[n, k, p]; pid -> (row block, pixel block, n),
     row blocks fastest so that the programs sharing an x tile run together (L2 reuse)."""
-    num_m = tl.cdiv(C, BLOCK_M)
-    num_pb = tl.cdiv(P, BLOCK_Q)
-    pid_m = pid % num_m
-    pid_p = (pid // num_m) % num_pb
-    n = (pid // (num_m * num_pb)).to(tl.int64)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    pix = pid_p.to(tl.int64) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    n, rows, pix = tile_of(pid, C, P, BLOCK_M, BLOCK_Q)
     row_ok = rows < C
     pix_ok = pix < P
     x_base = x_ptr + n * sx_n + pix[None, :] * sx_p

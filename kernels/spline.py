@@ -31,6 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiles import tile_of
+
 __all__ = ["spline_backward", "spline_forward"]
 
 
@@ -66,14 +68,7 @@ def _spline_fwd_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    num_cb = tl.cdiv(C, BLOCK_C)
-    num_pb = tl.cdiv(P, BLOCK_P)
-    cb = pid % num_cb
-    pb = (pid // num_cb) % num_pb
-    n = (pid // (num_cb * num_pb)).to(tl.int64)
-    ch = cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    pix = pb.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    n, ch, pix = tile_of(tl.program_id(0), C, P, BLOCK_C, BLOCK_P)
     ch_ok = ch < C
     mask = ch_ok[:, None] & (pix < P)[None, :]
     ch64 = ch[:, None].to(tl.int64)
