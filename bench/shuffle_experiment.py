@@ -12,8 +12,8 @@ or the recipe's name), so the runs are the training program's own (checkpoints, 
 reports; the folder's own `comparison.md` lists only the run that finished last). Finished runs
 are skipped and interrupted ones resumed, so a budget too short for the whole experiment is
 spent in slices: `--stop-after-epochs K` advances every run by K epochs per call (a lent GPU
-gives 10 minutes a command), and the same command again goes on. The report (`<out>/experiment.md`, `.json`,
-`curves.png`) is written from whatever has finished.
+gives 10 minutes a command), and the same command again goes on. The report
+(`<out>/experiment.md`, `.json`, `curves.png`) is written from whatever has finished.
 """
 
 from __future__ import annotations
