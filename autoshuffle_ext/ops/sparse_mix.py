@@ -65,10 +65,6 @@ def _check_index(name: str, index: Tensor, x: Tensor) -> None:
         raise ValueError(f"{name} must be on x's device {x.device}, got {index.device}")
 
 
-def _ell_output(x: Tensor) -> Tensor:
-    return empty_mix_output(x)
-
-
 def _ell_mix_cuda(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
     C = x.shape[1]
     if index.numel() and not bool(((index >= -1) & (index < C)).all()):  # one host sync
@@ -79,7 +75,7 @@ def _ell_mix_cuda(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
         return _ell_mix_fallback(x, A, index)
     from ..kernels.ell_mix import ell_mix_forward
 
-    out = _ell_output(x)
+    out = empty_mix_output(x)
     if _pixels_merge(x) and _pixels_merge(out):
         return ell_mix_forward(x, A, index, out)
     src = x.movedim(1, -1).contiguous().movedim(-1, 1) if x.stride(1) == 1 else x.contiguous()
@@ -96,7 +92,7 @@ def _pixels_merge(t: Tensor) -> bool:
 def _ell_mix_fallback(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
     """The reference, in the op's output layout (the CPU kernel without the compiled library;
     on CUDA for float64 or without Triton)."""
-    y = _ell_output(x)
+    y = empty_mix_output(x)
     return y.copy_(ell_mix_reference(x, A, index))
 
 
@@ -111,7 +107,7 @@ _LIB.impl("ell_mix", _ell_mix_cuda, "CUDA")
 def _(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
     check_mix_inputs(x, A)
     _check_index("index", index, x)
-    return _ell_output(x)
+    return empty_mix_output(x)
 
 
 def ell_mix(x: Tensor, A: Tensor, index: Tensor) -> Tensor:
@@ -207,7 +203,7 @@ for _device in ("CPU", "CUDA"):
 
 @torch.library.register_fake("autoshuffle_ext::sparse_mix")
 def _(x: Tensor, M: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor]:
-    return _ell_output(x), M.new_empty(())
+    return empty_mix_output(x), M.new_empty(())
 
 
 @torch.library.register_fake("autoshuffle_ext::sparse_mix_backward")
@@ -220,7 +216,7 @@ def _(
     need_x: bool,
     need_M: bool,
 ) -> tuple[Tensor, Tensor]:
-    dx = _ell_output(dy) if need_x else x.new_empty(0)
+    dx = empty_mix_output(dy) if need_x else x.new_empty(0)
     dm = M.new_empty(M.shape) if need_M else M.new_empty(0)
     return dx, dm
 
@@ -269,7 +265,7 @@ class _SparseMixFunction(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, x_t, M_t, _rows_t, _cols_t, _keyset_t):
         x, M, rows, cols = ctx.saved_tensors
-        y_t = torch.zeros_like(_ell_output(x))
+        y_t = torch.zeros_like(empty_mix_output(x))
         p_t = M.new_zeros(())
         if x_t is not None:  # M fixed: the tangent of x mixes through M's sparsity
             y_t = y_t + _OP(x_t.to(x.dtype), M, rows, cols)[0]
