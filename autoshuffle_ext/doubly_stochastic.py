@@ -135,7 +135,8 @@ def project_doubly_stochastic_(
             CUDA).
 
     On the CPU (float32/float64, contiguous) a compiled kernel runs the same steps fused, with
-    its sums in float64; elsewhere, and without the compiled library, `project_aten_`.
+    its sums in M's dtype, vectorised for the CPU's widest ISA; elsewhere, and without the
+    compiled library, `project_aten_`.
     """
     check_square(M)
     if iters < 0:

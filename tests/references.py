@@ -12,6 +12,7 @@ import torch
 
 __all__ = [
     "ALL_DTYPES",
+    "cpu_has_capability",
     "reference_cat_gather",
     "reference_channel_gather",
     "reference_penalty",
@@ -91,6 +92,16 @@ def randomize_structures_(model: torch.nn.Module, gates: bool = True) -> torch.n
         for _, layer in asx.structures(model, asx.DGConv2d):
             layer.gates.copy_(torch.randn_like(layer.gates))
     return model.eval()
+
+
+_CAPABILITIES = ["DEFAULT", "AVX2", "AVX512"]
+
+
+def cpu_has_capability(capability: str) -> bool:
+    """Whether ATen (hence the kernels) can run at `capability` ("default", "avx2", "avx512") on
+    this CPU: at most the capability it picked for itself."""
+    best = torch.backends.cpu.get_cpu_capability()
+    return _CAPABILITIES.index(capability.upper()) <= _CAPABILITIES.index(best)
 
 
 def run_with_cpu_capability(script: str, capability: str) -> str:

@@ -2,12 +2,15 @@
 same steps on every kind of matrix the training meets (dense starts, sparse late-training
 matrices, dead lines, huge entries), stacks, both float dtypes, and the op contract."""
 
+import textwrap
+
 import pytest
 import torch
 from torch.library import opcheck
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.doubly_stochastic import project_aten_
+from tests.references import cpu_has_capability, run_with_cpu_capability
 
 pytestmark = pytest.mark.skipif(not asx.extension_available(), reason="needs the compiled library")
 
@@ -71,3 +74,34 @@ def test_opcheck_and_errors():
         torch.ops.autoshuffle_ext.project_doubly_stochastic_(M[0], 10, 12)
     with pytest.raises(TypeError, match="must be float32 or float64, got BFloat16"):
         torch.ops.autoshuffle_ext.project_doubly_stochastic_(M.bfloat16(), 10, 12)
+
+
+_ISA_CHECK = textwrap.dedent(
+    """
+    import torch
+    import autoshuffle_ext as asx
+    from autoshuffle_ext.doubly_stochastic import project_aten_
+    g = torch.Generator().manual_seed(0)
+    for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 2e-5)]:
+        for B, n in [(1, 5), (3, 37), (2, 96), (1, 192)]:
+            dense = torch.rand(B, n, n, generator=g, dtype=dtype) + 0.01
+            late = torch.stack([asx.permutation_matrix(torch.randperm(n, generator=g), dtype)
+                                for _ in range(B)])
+            late = late + 0.02 * torch.randn(B, n, n, generator=g, dtype=dtype)
+            for M in (dense, late):
+                fused, reference = M.clone(), M.clone()
+                torch.ops.autoshuffle_ext.project_doubly_stochastic_(fused, 10, 12)
+                project_aten_(reference, 10, 12)
+                torch.testing.assert_close(fused, reference, rtol=tol, atol=tol)
+    print("ok", torch.backends.cpu.get_cpu_capability())
+    """
+)
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_every_vector_path(capability):
+    # The kernel's loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
+    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
+    if not cpu_has_capability(capability):
+        pytest.skip(f"this CPU has no {capability}")
+    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"

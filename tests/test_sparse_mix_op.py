@@ -2,6 +2,8 @@
 reference, `sparse_mix` against the dense `shuffle_mix` (values, both gradients, forward mode),
 the op contract (opcheck, compile) and its errors; and `LearnedShuffle`'s switch between them."""
 
+import textwrap
+
 import pytest
 import torch
 from torch.library import opcheck
@@ -10,7 +12,7 @@ import autoshuffle_ext as asx
 from autoshuffle_ext.ops.ell_reference import ell_index, ell_mix_reference
 from autoshuffle_ext.ops.mixing import shuffle_mix
 from autoshuffle_ext.ops.sparse_mix import ell_mix, sparse_mix, sparse_mix_index
-from tests.references import to_layout
+from tests.references import cpu_has_capability, run_with_cpu_capability, to_layout
 
 CASES = [
     ((2, 24, 3, 5), "contiguous"),
@@ -121,6 +123,40 @@ def test_permutation_is_an_exact_gather(layout):
     M = asx.permutation_matrix(perm, torch.float32)
     y, p = sparse_mix(x, M)
     assert torch.equal(y, x[:, perm]) and p == 0
+
+
+_ISA_CHECK = textwrap.dedent(
+    """
+    import torch
+    from autoshuffle_ext.ops.ell_reference import ell_index, ell_mix_reference
+    from autoshuffle_ext.ops.sparse_mix import ell_mix
+    g = torch.Generator().manual_seed(0)
+    for dtype, tol in [(torch.float64, 1e-13), (torch.float32, 1e-5), (torch.bfloat16, 1e-2)]:
+        for shape in [(2, 37, 5, 7), (3, 64, 9, 9), (1, 130, 4, 4), (70, 24)]:
+            for fmt in [torch.contiguous_format, torch.channels_last]:
+                x = torch.randn(shape, generator=g).to(dtype)
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=fmt)
+                C = shape[1]
+                A = torch.randn(C, C, generator=g) * (torch.rand(C, C, generator=g) < 0.1)
+                A = A.to(torch.float64 if dtype == torch.float64 else torch.float32)
+                index = ell_index(A)
+                y = ell_mix(x, A, index)
+                torch.testing.assert_close(y.double(), ell_mix_reference(x, A, index).double(),
+                                           rtol=tol, atol=tol)
+    print("ok", torch.backends.cpu.get_cpu_capability())
+    """
+)
+
+
+@compiled
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_every_vector_path(capability):
+    # The kernel's loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
+    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
+    if not cpu_has_capability(capability):
+        pytest.skip(f"this CPU has no {capability}")
+    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"
 
 
 @pytest.mark.parametrize(("shape", "layout"), CASES, ids=IDS)

@@ -20,6 +20,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "vectorised.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
@@ -91,14 +93,16 @@ void mix_planes(const T* x, T* y, int64_t N, int64_t C, int64_t P, const Csr<A>&
   at::parallel_for(0, N * C, grain, [&](int64_t begin, int64_t end) {
     constexpr bool same = std::is_same_v<T, A>;
     std::vector<A> buffer(same ? 0 : P);
-    for (int64_t t = begin; t < end; ++t) {
-      T* out = y + t * P;
-      A* acc = same ? reinterpret_cast<A*>(out) : buffer.data();
-      mix_plane<T, A>(x + (t / C) * C * P, P, P, t % C, csr, acc);
-      if constexpr (!same) {
-        for (int64_t p = 0; p < P; ++p) out[p] = static_cast<T>(acc[p]);
+    run_vectorised([&] {
+      for (int64_t t = begin; t < end; ++t) {
+        T* out = y + t * P;
+        A* acc = same ? reinterpret_cast<A*>(out) : buffer.data();
+        mix_plane<T, A>(x + (t / C) * C * P, P, P, t % C, csr, acc);
+        if constexpr (!same) {
+          for (int64_t p = 0; p < P; ++p) out[p] = static_cast<T>(acc[p]);
+        }
       }
-    }
+    });
   });
 }
 
@@ -116,21 +120,23 @@ void mix_rows(const T* x, T* y, int64_t R, int64_t C, const Csr<A>& csr) {
   at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
     std::vector<A> planes(C * kRows);
     std::vector<A> mixed(C * kRows);
-    for (int64_t b = begin; b < end; ++b) {
-      const int64_t r0 = b * kRows;
-      const int64_t rows = std::min(kRows, R - r0);
-      const T* in = x + r0 * C;
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t j = 0; j < C; ++j) planes[j * kRows + r] = static_cast<A>(in[r * C + j]);
+    run_vectorised([&] {
+      for (int64_t b = begin; b < end; ++b) {
+        const int64_t r0 = b * kRows;
+        const int64_t rows = std::min(kRows, R - r0);
+        const T* in = x + r0 * C;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < C; ++j) planes[j * kRows + r] = static_cast<A>(in[r * C + j]);
+        }
+        for (int64_t i = 0; i < C; ++i) {
+          mix_plane<A, A>(planes.data(), kRows, rows, i, csr, mixed.data() + i * kRows);
+        }
+        T* out = y + r0 * C;
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t i = 0; i < C; ++i) out[r * C + i] = static_cast<T>(mixed[i * kRows + r]);
+        }
       }
-      for (int64_t i = 0; i < C; ++i) {
-        mix_plane<A, A>(planes.data(), kRows, rows, i, csr, mixed.data() + i * kRows);
-      }
-      T* out = y + r0 * C;
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t i = 0; i < C; ++i) out[r * C + i] = static_cast<T>(mixed[i * kRows + r]);
-      }
-    }
+    });
   });
 }
 

@@ -8,6 +8,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "vectorised.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -20,7 +22,10 @@ constexpr int64_t kFirstNewtonSteps = 3;  // FIRST_NEWTON_STEPS of doubly_stocha
 
 // Every pass below walks the matrix row by row with independent lanes along the row, so that the
 // compiler vectorises it: row reductions through `omp simd` (-fopenmp), column reductions as
-// per-column accumulators. Sums are in T (float32 as ATen's own for float32).
+// per-column accumulators. Sums are in T (float32 as ATen's own for float32). The clamped
+// difference is named (d) and counted by a select on it: written as max(expression, 0) and a test
+// of that result, gcc left the polish's loops scalar below AVX-512, 3x slower at n = 192. Each
+// matrix runs compiled for the CPU's widest ISA (vectorised.h).
 
 template <typename T>
 inline T row_sum(const T* row, int64_t n) {
@@ -58,9 +63,9 @@ void shift_rows(const T* m, int64_t n, const T* v, T* u, bool warm, int64_t step
       T count = 0;
 #pragma omp simd reduction(+ : sum, count)
       for (int64_t j = 0; j < n; ++j) {
-        const T w = std::max<T>(row[j] - v[j] - tau, T(0));
-        sum += w;
-        count += w > 0 ? T(1) : T(0);
+        const T d = row[j] - v[j] - tau;
+        sum += std::max(d, T(0));
+        count += d > 0 ? T(1) : T(0);
       }
       tau += (sum - 1) / std::max<T>(count, T(1));
     }
@@ -90,9 +95,9 @@ void shift_columns(const T* m, int64_t n, const T* u, T* v, bool warm, int64_t s
       const T ui = u[i];
 #pragma omp simd
       for (int64_t j = 0; j < n; ++j) {
-        const T w = std::max<T>(row[j] - ui - v[j], T(0));
-        sum[j] += w;
-        count[j] += w > 0 ? T(1) : T(0);
+        const T d = row[j] - ui - v[j];
+        sum[j] += std::max(d, T(0));
+        count[j] += d > 0 ? T(1) : T(0);
       }
     }
     for (int64_t j = 0; j < n; ++j) v[j] += (sum[j] - 1) / std::max<T>(count[j], T(1));
@@ -105,9 +110,11 @@ void project_one(T* m, int64_t n, int64_t iters, int64_t polish) {
   std::vector<T> rows(n), cols(n), u(n, 0), v(n, 0), count(n);
   // Threshold, then divide by the peak (scaling is invariant to it; it keeps sums finite).
   T peak = 0;
+#pragma omp simd reduction(max : peak)
   for (int64_t k = 0; k < nn; ++k) {
-    m[k] = std::max<T>(m[k], T(0));
-    peak = std::max(peak, m[k]);
+    const T x = std::max(m[k], T(0));
+    m[k] = x;
+    peak = std::max(peak, x);
   }
   T factor = 1;
   if (iters > 0) {
@@ -153,7 +160,10 @@ void project_one(T* m, int64_t n, int64_t iters, int64_t polish) {
       T* row = m + i * n;
       const T ui = u[i];
 #pragma omp simd
-      for (int64_t j = 0; j < n; ++j) row[j] = std::max<T>(row[j] - ui - v[j], T(0));
+      for (int64_t j = 0; j < n; ++j) {
+        const T d = row[j] - ui - v[j];
+        row[j] = std::max(d, T(0));
+      }
     }
   }
 }
@@ -175,7 +185,11 @@ void project_doubly_stochastic_(at::Tensor& M, int64_t iters, int64_t polish) {
   AT_DISPATCH_FLOATING_TYPES(M.scalar_type(), "project_doubly_stochastic_", [&] {
     scalar_t* data = M.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b) project_one<scalar_t>(data + b * n * n, n, iters, polish);
+      run_vectorised([&] {
+        for (int64_t b = begin; b < end; ++b) {
+          project_one<scalar_t>(data + b * n * n, n, iters, polish);
+        }
+      });
     });
   });
 }
