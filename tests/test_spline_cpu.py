@@ -14,7 +14,12 @@ import torch
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops import spline_activation as op_module
 from autoshuffle_ext.splines import linear_spline_reference, spline_activation
-from tests.references import BLOCK_COMPILED_LIBRARY, to_layout
+from tests.references import (
+    BLOCK_COMPILED_LIBRARY,
+    cpu_has_capability,
+    run_with_cpu_capability,
+    to_layout,
+)
 
 T = 0.1
 OPS = ("spline_activation", "spline_activation_backward")
@@ -205,3 +210,39 @@ def test_fallback_without_compiled_library():
     )
     assert result.returncode == 0, result.stderr
     assert "spline fallback ok" in result.stdout
+
+
+_ISA_CHECK = textwrap.dedent(
+    """
+    import torch
+    from autoshuffle_ext.splines import linear_spline_reference
+    g = torch.Generator().manual_seed(0)
+    op = torch.ops.autoshuffle_ext
+    for dtype, tol in [(torch.float64, 1e-12), (torch.float32, 1e-5)]:
+        for shape, K in [((2, 5, 7, 9), 9), ((3, 64, 6, 6), 21), ((70, 13), 5)]:
+            for fmt in [torch.contiguous_format, torch.channels_last]:
+                x = (torch.rand(shape, generator=g, dtype=dtype) * 2 - 1) * 0.1 * K
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=fmt)
+                c = torch.randn(shape[1], K, generator=g, dtype=dtype)
+                dy = torch.randn(shape, generator=g, dtype=dtype)
+                xr, cr = x.clone().requires_grad_(), c.clone().requires_grad_()
+                yr = linear_spline_reference(xr, cr, 0.1)
+                (yr * dy).sum().backward()
+                y = op.spline_activation(x, c, 0.1)
+                dx, dc = op.spline_activation_backward(dy, x, c, 0.1, True, True)
+                for got, want in [(y, yr), (dx, xr.grad), (dc, cr.grad)]:
+                    torch.testing.assert_close(got, want.detach(), rtol=tol, atol=tol)
+    print("ok", torch.backends.cpu.get_cpu_capability())
+    """
+)
+
+
+@needs_library
+@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+def test_every_vector_path(capability):
+    # The kernels' loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
+    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
+    if not cpu_has_capability(capability):
+        pytest.skip(f"this CPU has no {capability}")
+    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"

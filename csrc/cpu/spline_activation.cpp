@@ -14,7 +14,8 @@
 //
 // The inner loops are plain loops over blocks of kBlock elements: first each element's segment
 // (no floor() call, no branch, no load by index: the compiler vectorises it), then the loads of
-// the knots by index and the arithmetic on them (gathers, scalar on x86-64's baseline SSE2).
+// the knots by index and the arithmetic on them (gathers: vector code from AVX2 on, scalar on
+// x86-64's baseline SSE2). Each task runs compiled for the CPU's widest ISA (vectorised.h).
 #include "spline_activation.h"
 
 #include <ATen/ATen.h>
@@ -22,6 +23,8 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include "vectorised.h"
 
 #include <algorithm>
 #include <cmath>
@@ -285,12 +288,14 @@ at::Tensor spline_activation(const at::Tensor& x, const at::Tensor& coefficients
     scalar_t* yp = out.mutable_data_ptr<scalar_t>();
     const A* c = table.const_data_ptr<A>();
     at::parallel_for(0, src.numel(), kGrain, [&](int64_t begin, int64_t end) {
-      for_each_piece(walk, begin, end, [&](int64_t e, int64_t n, int64_t ch) {
-        if (walk.planar) {
-          forward_piece<true>(xp + e, yp + e, n, c + ch * K, g);
-        } else {
-          forward_piece<false>(xp + e, yp + e, n, c + ch * K, g);
-        }
+      run_vectorised([&] {
+        for_each_piece(walk, begin, end, [&](int64_t e, int64_t n, int64_t ch) {
+          if (walk.planar) {
+            forward_piece<true>(xp + e, yp + e, n, c + ch * K, g);
+          } else {
+            forward_piece<false>(xp + e, yp + e, n, c + ch * K, g);
+          }
+        });
       });
     });
   });
@@ -328,14 +333,16 @@ void backward_loop(const at::Tensor& grad, const at::Tensor& src, at::Tensor* dx
       if (buffer.empty()) buffer.assign(static_cast<size_t>(C * lanes * K), A(0));
       bins = buffer.data();
     }
-    for_each_piece(walk, begin, end, [&](int64_t e, int64_t n, int64_t ch) {
-      T* d = kDx ? dxp + e : nullptr;
-      A* b = kDc ? bins + ch * lanes * K : nullptr;
-      if (walk.planar) {
-        backward_one_channel<kDx, kDc>(gp + e, xp + e, d, n, slope + ch * K, b, lanes, g);
-      } else {
-        backward_channels<kDx, kDc>(gp + e, xp + e, d, n, slope + ch * K, b, lanes, g);
-      }
+    run_vectorised([&] {
+      for_each_piece(walk, begin, end, [&](int64_t e, int64_t n, int64_t ch) {
+        T* d = kDx ? dxp + e : nullptr;
+        A* b = kDc ? bins + ch * lanes * K : nullptr;
+        if (walk.planar) {
+          backward_one_channel<kDx, kDc>(gp + e, xp + e, d, n, slope + ch * K, b, lanes, g);
+        } else {
+          backward_channels<kDx, kDc>(gp + e, xp + e, d, n, slope + ch * K, b, lanes, g);
+        }
+      });
     });
   });
   if constexpr (kDc) {
