@@ -14,8 +14,8 @@
 //
 // The inner loops are plain loops over blocks of kBlock elements: first each element's segment
 // (no floor() call, no branch, no load by index: the compiler vectorises it), then the loads of
-// the knots by index and the arithmetic on them (gathers: vector code from AVX2 on, scalar on
-// x86-64's baseline SSE2). Each task runs compiled for the CPU's widest ISA (vectorised.h).
+// the knots by index and the arithmetic on them (scalar loads by index). Each task runs compiled
+// for the CPU's widest ISA (vectorised.h): the first loop and dx's arithmetic widen with it.
 #include "spline_activation.h"
 
 #include <ATen/ATen.h>
