@@ -8,11 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 __all__ = [
     "ALL_DTYPES",
-    "cpu_has_capability",
+    "check_vector_path",
     "reference_cat_gather",
     "reference_channel_gather",
     "reference_penalty",
@@ -95,13 +96,17 @@ def randomize_structures_(model: torch.nn.Module, gates: bool = True) -> torch.n
 
 
 _CAPABILITIES = ["DEFAULT", "AVX2", "AVX512"]
+VECTOR_PATHS = ["default", "avx2", "avx512"]
 
 
-def cpu_has_capability(capability: str) -> bool:
-    """Whether ATen (hence the kernels) can run at `capability` ("default", "avx2", "avx512") on
-    this CPU: at most the capability it picked for itself."""
+def check_vector_path(script: str, capability: str) -> None:
+    """Runs `script` (which prints "ok" and ATen's capability when its checks pass) at
+    `capability` in a fresh process: kernels compiled once per ISA (csrc/cpu/vectorised.h) run
+    the copy that ATen's capability allows. Skips where this CPU lacks that ISA."""
     best = torch.backends.cpu.get_cpu_capability()
-    return _CAPABILITIES.index(capability.upper()) <= _CAPABILITIES.index(best)
+    if _CAPABILITIES.index(capability.upper()) > _CAPABILITIES.index(best):
+        pytest.skip(f"this CPU has no {capability}")
+    assert run_with_cpu_capability(script, capability) == f"ok {capability.upper()}\n"
 
 
 def run_with_cpu_capability(script: str, capability: str) -> str:

@@ -10,7 +10,7 @@ from torch.library import opcheck
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.doubly_stochastic import project_aten_
-from tests.references import cpu_has_capability, run_with_cpu_capability
+from tests.references import VECTOR_PATHS, check_vector_path
 
 pytestmark = pytest.mark.skipif(not asx.extension_available(), reason="needs the compiled library")
 
@@ -98,10 +98,7 @@ _ISA_CHECK = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("capability", VECTOR_PATHS)
 def test_every_vector_path(capability):
-    # The kernel's loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
-    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
-    if not cpu_has_capability(capability):
-        pytest.skip(f"this CPU has no {capability}")
-    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"
+    # The loops run compiled for AVX-512, AVX2 or baseline x86-64: every copy this CPU runs.
+    check_vector_path(_ISA_CHECK, capability)

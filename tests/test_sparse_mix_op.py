@@ -12,7 +12,7 @@ import autoshuffle_ext as asx
 from autoshuffle_ext.ops.ell_reference import ell_index, ell_mix_reference
 from autoshuffle_ext.ops.mixing import shuffle_mix
 from autoshuffle_ext.ops.sparse_mix import ell_mix, sparse_mix, sparse_mix_index
-from tests.references import cpu_has_capability, run_with_cpu_capability, to_layout
+from tests.references import VECTOR_PATHS, check_vector_path, to_layout
 
 CASES = [
     ((2, 24, 3, 5), "contiguous"),
@@ -150,13 +150,10 @@ _ISA_CHECK = textwrap.dedent(
 
 
 @compiled
-@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("capability", VECTOR_PATHS)
 def test_every_vector_path(capability):
-    # The kernel's loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
-    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
-    if not cpu_has_capability(capability):
-        pytest.skip(f"this CPU has no {capability}")
-    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"
+    # The loops run compiled for AVX-512, AVX2 or baseline x86-64: every copy this CPU runs.
+    check_vector_path(_ISA_CHECK, capability)
 
 
 @pytest.mark.parametrize(("shape", "layout"), CASES, ids=IDS)

@@ -16,8 +16,8 @@ from autoshuffle_ext.ops import spline_activation as op_module
 from autoshuffle_ext.splines import linear_spline_reference, spline_activation
 from tests.references import (
     BLOCK_COMPILED_LIBRARY,
-    cpu_has_capability,
-    run_with_cpu_capability,
+    VECTOR_PATHS,
+    check_vector_path,
     to_layout,
 )
 
@@ -239,10 +239,7 @@ _ISA_CHECK = textwrap.dedent(
 
 
 @needs_library
-@pytest.mark.parametrize("capability", ["default", "avx2", "avx512"])
+@pytest.mark.parametrize("capability", VECTOR_PATHS)
 def test_every_vector_path(capability):
-    # The kernels' loops run compiled for AVX-512, AVX2 or baseline x86-64, picked at run time
-    # and capped by ATen's capability: each copy in a fresh process, where the CPU has it.
-    if not cpu_has_capability(capability):
-        pytest.skip(f"this CPU has no {capability}")
-    assert run_with_cpu_capability(_ISA_CHECK, capability) == f"ok {capability.upper()}\n"
+    # The loops run compiled for AVX-512, AVX2 or baseline x86-64: every copy this CPU runs.
+    check_vector_path(_ISA_CHECK, capability)
