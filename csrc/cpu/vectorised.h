@@ -1,6 +1,8 @@
 // Plain loops compiled for the widest vector ISA this CPU offers. The library targets baseline
 // x86-64 (SSE2), while ATen picks AVX2 or AVX-512 at run time: a kernel written as loops that gcc
-// vectorises would otherwise run 4 floats wide next to ATen's 8 or 16.
+// vectorises would otherwise run 4 floats wide next to ATen's 8 or 16. The copies differ only in
+// the order of vector reductions: the build turns off FMA contraction (-ffp-contract=off), which
+// the AVX-512 target would otherwise apply.
 #pragma once
 
 #include "features.h"
