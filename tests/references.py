@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "ALL_DTYPES",
     "check_vector_path",
+    "eager_and_compiled_mix",
     "reference_cat_gather",
     "reference_channel_gather",
     "reference_penalty",
@@ -107,6 +108,23 @@ def check_vector_path(script: str, capability: str) -> None:
     if _CAPABILITIES.index(capability.upper()) > _CAPABILITIES.index(best):
         pytest.skip(f"this CPU has no {capability}")
     assert run_with_cpu_capability(script, capability) == f"ok {capability.upper()}\n"
+
+
+def eager_and_compiled_mix(mix, x: torch.Tensor, M: torch.Tensor) -> tuple[tuple, tuple]:
+    """((y, dx, dM) eager, (y, dx, dM) under torch.compile(fullgraph=True)) of the loss
+    sum(y^2) + 0.5 P for a mixing op `mix(x, M) -> (y, P)`, each from fresh leaves."""
+
+    def loss(x, M):
+        y, p = mix(x, M)
+        return (y * y).sum() + 0.5 * p, y
+
+    results = []
+    for fn in (loss, torch.compile(loss, fullgraph=True)):
+        xl, Ml = x.clone().requires_grad_(), M.clone().requires_grad_()
+        value, y = fn(xl, Ml)
+        value.backward()
+        results.append((y, xl.grad, Ml.grad))
+    return results[0], results[1]
 
 
 def run_with_cpu_capability(script: str, capability: str) -> str:

@@ -7,7 +7,12 @@ from torch.library import opcheck
 
 import autoshuffle_ext as asx
 from autoshuffle_ext.ops.mixing import shuffle_mix
-from tests.references import reference_penalty, reference_shuffle_mix, to_layout
+from tests.references import (
+    eager_and_compiled_mix,
+    reference_penalty,
+    reference_shuffle_mix,
+    to_layout,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -160,20 +165,11 @@ def test_compile_fullgraph_forward_and_backward(layout):
     g = torch.Generator().manual_seed(7)
     x, M = sample((2, 12, 4, 4), layout, g, torch.float32)
 
-    def loss(x, M):
-        y, p = shuffle_mix(x, M)
-        return (y * y).sum() + 0.5 * p, y
-
-    xe, Me = x.clone().requires_grad_(), M.clone().requires_grad_()
-    xc, Mc = x.clone().requires_grad_(), M.clone().requires_grad_()
-    le, ye = loss(xe, Me)
-    le.backward()
-    lc, yc = torch.compile(loss, fullgraph=True)(xc, Mc)
-    lc.backward()
+    (ye, dxe, dMe), (yc, dxc, dMc) = eager_and_compiled_mix(shuffle_mix, x, M)
     torch.testing.assert_close(yc, ye)
     assert yc.stride() == ye.stride()
-    torch.testing.assert_close(xc.grad, xe.grad)
-    torch.testing.assert_close(Mc.grad, Me.grad)
+    torch.testing.assert_close(dxc, dxe)
+    torch.testing.assert_close(dMc, dMe)
 
 
 def test_export():

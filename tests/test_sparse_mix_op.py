@@ -12,7 +12,7 @@ import autoshuffle_ext as asx
 from autoshuffle_ext.ops.ell_reference import ell_index, ell_mix_reference
 from autoshuffle_ext.ops.mixing import shuffle_mix
 from autoshuffle_ext.ops.sparse_mix import ell_mix, sparse_mix, sparse_mix_index
-from tests.references import VECTOR_PATHS, check_vector_path, to_layout
+from tests.references import VECTOR_PATHS, check_vector_path, eager_and_compiled_mix, to_layout
 
 CASES = [
     ((2, 24, 3, 5), "contiguous"),
@@ -251,19 +251,12 @@ def test_compile_fullgraph_forward_and_backward():
     M = sparse_matrix(12, g, dtype=torch.float32)
     rows, cols = sparse_mix_index(M)
 
-    def loss(x, M):
-        y, p = sparse_mix(x, M, rows, cols)
-        return (y * y).sum() + 0.5 * p, y
-
-    xe, Me = x.clone().requires_grad_(), M.clone().requires_grad_()
-    xc, Mc = x.clone().requires_grad_(), M.clone().requires_grad_()
-    le, ye = loss(xe, Me)
-    le.backward()
-    lc, yc = torch.compile(loss, fullgraph=True)(xc, Mc)
-    lc.backward()
+    (ye, dxe, dMe), (yc, dxc, dMc) = eager_and_compiled_mix(
+        lambda x, M: sparse_mix(x, M, rows, cols), x, M
+    )
     torch.testing.assert_close(yc, ye)
-    torch.testing.assert_close(xc.grad, xe.grad)
-    torch.testing.assert_close(Mc.grad, Me.grad)
+    torch.testing.assert_close(dxc, dxe)
+    torch.testing.assert_close(dMc, dMe)
 
 
 def test_double_backward_is_refused():
